@@ -1,0 +1,292 @@
+//! Sinks and the frontier-driven, exactly-once commit protocol.
+//!
+//! A sink has two halves:
+//!
+//! - a [`SinkWriter`] on every worker, which receives the consolidated changes `(row, diff)`
+//!   of each epoch for the rows routed to that worker and *stages* them (writes a data file,
+//!   buffers them, ...), returning a small, serialisable description of what it staged;
+//! - one [`SinkCommitter`], on worker 0, which receives the staged pieces of every worker and
+//!   commits them atomically together with the source [`Positions`] the epoch covers.
+//!
+//! The operator built by [`commit_sink`] commits epoch `e` only when the frontiers of both
+//! the staged pieces and the source positions have passed `e`, i.e. when no worker can still
+//! produce data or positions for it. Epochs are committed in order, each at most once: the
+//! committer skips epochs at or below the sink's last [`Checkpoint`] (they are replay epochs,
+//! see [`crate::resume`]).
+//!
+//! The returned probe advances past `e` only after `e` is committed, so sources use it for
+//! backpressure and the runtime for "everything is committed".
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use differential_dataflow::collection::VecCollection;
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Capability, Probe};
+
+use timely::dataflow::StreamVec;
+
+use crate::epoch::Epoch;
+use crate::position::{Checkpoint, PositionUpdate, Positions};
+use crate::resume::ResumePlan;
+use crate::runtime::WorkerContext;
+
+/// An error of a sink. Transient errors are retried with backoff by the commit operator.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// An I/O operation failed; `context` says which.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done (e.g. "writing /data/state.json").
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure that may go away when retried (a network hiccup, a lost race).
+    #[error("transient sink failure: {0}")]
+    Transient(String),
+    /// A failure that retrying will not fix.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SinkError {
+    /// Whether retrying the operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient(_))
+    }
+}
+
+/// The per-worker half of a sink: stages one epoch's changes of this worker's rows.
+pub trait SinkWriter<D>: 'static {
+    /// What a staged piece looks like to the committer (file paths, row counts, or the rows).
+    type Staged: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Stages the consolidated changes of `epoch` held by this worker. Returns `None` when
+    /// nothing needs committing from this worker.
+    fn stage(
+        &mut self,
+        epoch: Epoch,
+        updates: Vec<(D, isize)>,
+    ) -> Result<Option<Self::Staged>, SinkError>;
+}
+
+/// The single committer of a sink, on worker 0.
+pub trait SinkCommitter: 'static {
+    /// The staged pieces it commits.
+    type Staged;
+
+    /// Atomically commits `epoch`: the staged pieces of all workers and the source positions
+    /// reached at the end of `epoch`. After it returns `Ok`, the sink's checkpoint is `epoch`.
+    fn commit(
+        &mut self,
+        epoch: Epoch,
+        staged: &[Self::Staged],
+        positions: &Positions,
+    ) -> Result<(), SinkError>;
+}
+
+/// A sink: a cloneable description from which every worker builds its writer, and worker 0
+/// its committer.
+pub trait Sink<D>: Clone + Send + Sync + 'static {
+    /// What writers hand to the committer.
+    type Staged: Serialize + DeserializeOwned + Send + 'static;
+    /// The per-worker writer.
+    type Writer: SinkWriter<D, Staged = Self::Staged>;
+    /// The committer.
+    type Committer: SinkCommitter<Staged = Self::Staged>;
+
+    /// A short name for logs and errors.
+    fn name(&self) -> String;
+    /// The last committed epoch and its positions, read from the sink's durable state.
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError>;
+    /// Builds the writer of global worker `worker`.
+    fn writer(&self, worker: usize) -> Result<Self::Writer, SinkError>;
+    /// Builds the committer (called on worker 0 only).
+    fn committer(&self) -> Result<Self::Committer, SinkError>;
+}
+
+/// How often and how long the committer retries a transient failure.
+const COMMIT_RETRIES: u32 = 8;
+const COMMIT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Retries `op` on transient errors with exponential backoff, logging each retry.
+pub fn retry_transient<T>(
+    what: &str,
+    mut op: impl FnMut() -> Result<T, SinkError>,
+) -> Result<T, SinkError> {
+    let mut delay = COMMIT_BACKOFF;
+    let mut attempt = 0;
+    loop {
+        match op() {
+            Err(e) if e.is_transient() && attempt < COMMIT_RETRIES => {
+                attempt += 1;
+                tracing::warn!(%e, attempt, ?delay, "{what} failed, retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Attaches `sink` to `collection`: stages each epoch's consolidated changes on every worker and
+/// commits them once per epoch on worker 0, together with the source `positions`.
+///
+/// `probe` passes an epoch once it is committed (or skipped as already committed); give the
+/// same probe to the sources for backpressure. Errors while building the writer or committer
+/// are returned; errors while running are reported through `ctx` and stop the run.
+pub fn commit_sink<'s, D, S>(
+    collection: VecCollection<'s, Epoch, D>,
+    positions: StreamVec<'s, Epoch, PositionUpdate>,
+    sink: &S,
+    plan: &ResumePlan,
+    ctx: &WorkerContext,
+    probe: &ProbeHandle<Epoch>,
+) -> Result<(), SinkError>
+where
+    D: Ord + Clone + 'static,
+    S: Sink<D>,
+{
+    let name = sink.name();
+    let committed: Option<Epoch> = sink.checkpoint()?.map(|c| c.epoch);
+    let mut writer = sink.writer(ctx.index)?;
+    let mut committer = if ctx.index == 0 {
+        Some(sink.committer()?)
+    } else {
+        None
+    };
+
+    // Stage: per worker, buffer updates by epoch until the frontier passes it.
+    let stage_ctx = ctx.clone();
+    let stage_name = name.clone();
+    let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> =
+        collection
+            .inner
+            .unary_frontier(Pipeline, &format!("Stage {name}"), move |_cap, _info| {
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<(D, isize)>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        for batch in data {
+                            for (row, time, diff) in batch.drain(..) {
+                                let entry = pending
+                                    .entry(time)
+                                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                                entry.1.push((row, diff));
+                            }
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        let epoch = *entry.key();
+                        if frontier.less_equal(&epoch) {
+                            break;
+                        }
+                        let (cap, mut updates) = entry.remove();
+                        if committed.is_some_and(|c| epoch <= c) || stage_ctx.failed() {
+                            continue;
+                        }
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        if updates.is_empty() {
+                            continue;
+                        }
+                        match writer.stage(epoch, updates) {
+                            Ok(Some(piece)) => output.session(&cap).give((epoch, piece)),
+                            Ok(None) => {}
+                            Err(e) => stage_ctx
+                                .fail(format!("sink {stage_name}: staging epoch {epoch}: {e}")),
+                        }
+                    }
+                }
+            });
+
+    // Commit: on worker 0, once both the staged pieces and the positions have passed an epoch.
+    let commit_ctx = ctx.clone();
+    let mut cumulative = plan
+        .start()
+        .map(|c| c.positions.clone())
+        .unwrap_or_default();
+    let committed_stream: StreamVec<'s, Epoch, ()> = staged
+        .binary_frontier::<_, timely::container::CapacityContainerBuilder<
+        Vec<()>,
+    >, _, _, _, _>(
+        positions,
+        Exchange::new(|_: &(Epoch, S::Staged)| 0u64),
+        Exchange::new(|_: &PositionUpdate| 0u64),
+        &format!("Commit {name}"),
+        move |_cap, _info| {
+            struct Pending<P> {
+                cap: Capability<Epoch>,
+                pieces: Vec<P>,
+                positions: Vec<PositionUpdate>,
+            }
+            let mut pending: BTreeMap<Epoch, Pending<S::Staged>> = BTreeMap::new();
+            move |(staged_in, staged_frontier), (pos_in, pos_frontier), _output| {
+                staged_in.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for (epoch, piece) in batch.drain(..) {
+                            pending
+                                .entry(epoch)
+                                .or_insert_with(|| Pending {
+                                    cap: cap.delayed(&epoch, 0),
+                                    pieces: Vec::new(),
+                                    positions: Vec::new(),
+                                })
+                                .pieces
+                                .push(piece);
+                        }
+                    }
+                });
+                pos_in.for_each_stamp(|cap, data| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = pending.entry(epoch).or_insert_with(|| Pending {
+                        cap: cap.delayed(&epoch, 0),
+                        pieces: Vec::new(),
+                        positions: Vec::new(),
+                    });
+                    for batch in data {
+                        entry.positions.append(batch);
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    let epoch = *entry.key();
+                    if staged_frontier.less_equal(&epoch) || pos_frontier.less_equal(&epoch) {
+                        break;
+                    }
+                    let Pending {
+                        cap,
+                        pieces,
+                        positions,
+                    } = entry.remove();
+                    let before = cumulative.clone();
+                    for (p, o) in positions {
+                        cumulative.advance(p, o);
+                    }
+                    let nothing_new = pieces.is_empty() && before == cumulative;
+                    if nothing_new || committed.is_some_and(|c| epoch <= c) || commit_ctx.failed() {
+                        drop(cap);
+                        continue;
+                    }
+                    if let Some(committer) = committer.as_mut() {
+                        let result = retry_transient("commit", || {
+                            committer.commit(epoch, &pieces, &cumulative)
+                        });
+                        match result {
+                            Ok(()) => tracing::debug!(sink = %name, epoch, "committed"),
+                            Err(e) => commit_ctx
+                                .fail(format!("sink {name}: committing epoch {epoch}: {e}")),
+                        }
+                    }
+                    drop(cap);
+                }
+            }
+        },
+    );
+    committed_stream.probe_with(probe);
+    Ok(())
+}

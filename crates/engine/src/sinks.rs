@@ -1,0 +1,3 @@
+//! Ready-made sinks.
+
+pub mod file;

@@ -1,0 +1,214 @@
+//! The commit protocol end to end on the in-memory source: whatever the epoch sizes, the
+//! worker count and the crashes (a sink failing mid-run), the committed table equals the
+//! table computed from the input, and no epoch is committed twice.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluvium_engine::demo::{keyed_stats, keyed_stats_reference};
+use alluvium_engine::sinks::file::{FileCommitter, FileSink, FileWriter};
+use alluvium_engine::{
+    commit_sink, execute, partitioned_source, Checkpoint, ClusterConfig, Epoch, EpochPolicy,
+    MemoryLog, Positions, Rehydration, ResumePlan, RunMode, Sink, SinkCommitter, SinkError,
+    SourceOptions,
+};
+use proptest::prelude::*;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+type Row = (u32, i64, i64);
+
+/// A file sink whose committer fails after `budget` commits, to simulate a crash.
+#[derive(Clone)]
+struct CrashingSink {
+    inner: FileSink<Row>,
+    budget: Option<Arc<AtomicUsize>>,
+}
+
+struct CrashingCommitter {
+    inner: FileCommitter<Row>,
+    budget: Option<Arc<AtomicUsize>>,
+}
+
+impl SinkCommitter for CrashingCommitter {
+    type Staged = Vec<(Row, isize)>;
+    fn commit(
+        &mut self,
+        epoch: Epoch,
+        staged: &[Self::Staged],
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
+        if let Some(b) = &self.budget {
+            if b.fetch_sub(1, Ordering::SeqCst) == 0 {
+                return Err(SinkError::Fatal("simulated crash".into()));
+            }
+        }
+        self.inner.commit(epoch, staged, positions)
+    }
+}
+
+impl Sink<Row> for CrashingSink {
+    type Staged = Vec<(Row, isize)>;
+    type Writer = FileWriter<Row>;
+    type Committer = CrashingCommitter;
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+        self.inner.checkpoint()
+    }
+    fn writer(&self, worker: usize) -> Result<FileWriter<Row>, SinkError> {
+        self.inner.writer(worker)
+    }
+    fn committer(&self) -> Result<CrashingCommitter, SinkError> {
+        Ok(CrashingCommitter {
+            inner: self.inner.committer()?,
+            budget: self.budget.clone(),
+        })
+    }
+}
+
+fn make_log(seed: u64, partitions: usize, per_partition: usize) -> MemoryLog<(u32, i64)> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    MemoryLog {
+        topic: "events".into(),
+        partitions: (0..partitions)
+            .map(|_| {
+                Arc::new(
+                    (0..per_partition)
+                        .map(|_| ((next() % 97) as u32, (next() % 1000) as i64 - 500))
+                        .collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn run(
+    log: &MemoryLog<(u32, i64)>,
+    dir: &Path,
+    workers: usize,
+    max_records: usize,
+    crash_after: Option<usize>,
+) -> Result<(), String> {
+    let log = log.clone();
+    let sink = CrashingSink {
+        inner: FileSink::new(dir),
+        budget: crash_after.map(|n| Arc::new(AtomicUsize::new(n))),
+    };
+    let checkpoint = sink.checkpoint().map_err(|e| e.to_string())?;
+    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart);
+    let options = SourceOptions {
+        epochs: EpochPolicy {
+            max_records,
+            max_duration: Duration::from_secs(60),
+            max_inflight_epochs: 3,
+        },
+        mode: RunMode::UntilIdle { idle_timeout: None },
+        batch: max_records.max(64),
+    };
+    execute(&ClusterConfig::single(workers), move |worker, ctx| {
+        let probe = ProbeHandle::new();
+        worker.dataflow(|scope| {
+            let (records, positions) = partitioned_source(
+                scope,
+                "memory",
+                ctx,
+                &options,
+                &plan,
+                Some(probe.clone()),
+                |src| Ok(log.reader(src.worker.index, src.worker.peers, &plan)),
+            );
+            let stats = keyed_stats(records);
+            commit_sink(stats, positions, &sink, &plan, ctx, &probe).map_err(|e| e.to_string())
+        })
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+fn check(log: &MemoryLog<(u32, i64)>, dir: &Path) {
+    let sink = FileSink::<Row>::new(dir);
+    let state = sink.read_state().unwrap().expect("something was committed");
+    let expected = keyed_stats_reference(log.partitions.iter().flat_map(|p| p.iter().copied()));
+    let got: Vec<Row> = state
+        .rows
+        .iter()
+        .map(|(r, c)| {
+            assert_eq!(*c, 1, "row {r:?} has multiplicity {c}");
+            *r
+        })
+        .collect();
+    assert_eq!(got, expected);
+    for (i, p) in log.partitions.iter().enumerate() {
+        let id = alluvium_engine::PartitionId::new("events", i as i32);
+        assert_eq!(
+            state.positions.get(&id),
+            Some(p.len() as i64),
+            "position of {id}"
+        );
+    }
+    let commits = sink.commit_log().unwrap();
+    assert!(
+        commits.windows(2).all(|w| w[0] < w[1]),
+        "an epoch was committed twice or out of order: {commits:?}"
+    );
+}
+
+#[test]
+fn one_run_commits_the_whole_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = make_log(1, 4, 2_000);
+    run(&log, dir.path(), 2, 500, None).unwrap();
+    check(&log, dir.path());
+    assert!(FileSink::<Row>::new(dir.path()).commit_log().unwrap().len() >= 4);
+}
+
+#[test]
+fn a_rerun_after_completion_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = make_log(2, 3, 1_000);
+    run(&log, dir.path(), 1, 300, None).unwrap();
+    let before = FileSink::<Row>::new(dir.path()).commit_log().unwrap();
+    run(&log, dir.path(), 2, 700, None).unwrap();
+    check(&log, dir.path());
+    let after = FileSink::<Row>::new(dir.path()).commit_log().unwrap();
+    assert!(
+        after.len() <= before.len() + 1,
+        "a rerun recommitted history: {before:?} -> {after:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, .. ProptestConfig::default() })]
+
+    /// Crash after a random number of commits, several times, with random epoch sizes and
+    /// worker counts per run: the final table is always the reference.
+    #[test]
+    fn crashes_and_random_epochs_never_change_the_result(
+        seed in 0u64..1_000,
+        crashes in proptest::collection::vec((1usize..3, 1usize..6, 20usize..400), 1..4),
+        final_workers in 1usize..3,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = make_log(seed, 4, 600);
+        for (workers, after, epoch_size) in crashes {
+            let result = run(&log, dir.path(), workers, epoch_size, Some(after));
+            // A run may finish before its crash point; otherwise it must report the crash.
+            if let Err(e) = result {
+                prop_assert!(e.contains("simulated crash"), "unexpected error: {e}");
+            }
+        }
+        run(&log, dir.path(), final_workers, 250, None).unwrap();
+        check(&log, dir.path());
+    }
+}
