@@ -1,1 +1,57 @@
-fn main() {}
+//! `alluvium`: the command-line front of the Alluvium engine.
+//!
+//! A thin binary over the library crates: argument parsing, logging, and wiring.
+
+mod cluster;
+mod demo;
+mod keyed_stats;
+mod produce;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Streaming lakehouse pipelines on timely/differential dataflow.
+#[derive(Debug, Parser)]
+#[command(name = "alluvium", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine's demo graph on embedded defaults: generated data in an in-process Kafka
+    /// cluster, counted and summed per key, committed to a local file table.
+    Demo(demo::DemoArgs),
+    /// Run the engine's demo graph (count and sum per key) from a Kafka topic into a durable
+    /// file table, exactly once.
+    KeyedStats(keyed_stats::KeyedStatsArgs),
+    /// Produce generated keyed messages (`key` -> integer value) to a topic.
+    Produce(produce::ProduceArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // A panicking worker thread would leave its peers waiting forever: end the process.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::exit(101);
+    }));
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::KeyedStats(args) => keyed_stats::run(args),
+        Command::Produce(args) => produce::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,329 @@
+//! The Kafka source: a [`PartitionReader`] over rdkafka.
+//!
+//! Every worker builds its own consumer and assigns itself its share of the partitions of all
+//! topics (the sorted list `(topic, partition)` dealt round-robin over all workers of all
+//! processes). Each assigned partition gets its own rdkafka queue whose "non-empty" callback
+//! wakes the source operator, so an idle source costs nothing. Where reading starts comes
+//! from the engine's [`ResumePlan`], never from Kafka's committed offsets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluvium_engine::epoch::now_micros;
+use alluvium_engine::source::{
+    owned_by, partitioned_source, PartitionReader, ReadStatus, SourceOptions,
+};
+use alluvium_engine::{Epoch, PartitionId, PositionUpdate, ResumePlan, RunMode, WorkerContext};
+use differential_dataflow::collection::VecCollection;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::{Scope, StreamVec};
+
+use super::config::KafkaConfig;
+use super::error::KafkaConnectorError;
+use super::record::KafkaRecord;
+
+/// How often an idle reader polls the consumer's main queue (errors, statistics) even without
+/// a wake-up.
+const IDLE_RECHECK: Duration = Duration::from_millis(500);
+
+/// Reads the partitions of `topics` owned by one worker.
+pub struct KafkaReader {
+    consumer: Arc<BaseConsumer>,
+    ids: Vec<PartitionId>,
+    topics: Vec<Arc<str>>,
+    queues: Vec<
+        rdkafka::consumer::base_consumer::PartitionQueue<rdkafka::consumer::DefaultConsumerContext>,
+    >,
+    /// End offsets as of start (only in until-idle mode).
+    ends: Option<Vec<i64>>,
+    next: Vec<Option<i64>>,
+    turn: usize,
+}
+
+impl KafkaReader {
+    /// Connects, finds the partitions of `topics`, and assigns this worker's share, starting
+    /// where `plan` says. `wake` is called from rdkafka's threads when data arrives.
+    pub fn new(
+        config: &KafkaConfig,
+        topics: &[String],
+        worker: usize,
+        peers: usize,
+        plan: &ResumePlan,
+        mode: &RunMode,
+        wake: impl Fn() + Send + Sync + Clone + 'static,
+    ) -> Result<Self, KafkaConnectorError> {
+        config.validate()?;
+        if topics.is_empty() {
+            return Err(KafkaConnectorError::Config {
+                key: "source.topics".into(),
+                reason: "no topic given".into(),
+            });
+        }
+        let mut client = config.client_config();
+        client
+            .set("group.id", "alluvium-engine")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer =
+            client
+                .create()
+                .map_err(|source| KafkaConnectorError::Client {
+                    context: "creating the Kafka consumer".into(),
+                    source,
+                })?;
+
+        // All partitions of all topics, in a fixed order every worker agrees on.
+        let mut all: Vec<PartitionId> = Vec::new();
+        for topic in topics {
+            let metadata = config
+                .with_retries(&format!("fetching metadata of topic {topic}"), || {
+                    consumer.fetch_metadata(Some(topic), config.request_timeout)
+                })?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(KafkaConnectorError::MissingTopic {
+                    topic: topic.clone(),
+                    brokers: config.brokers.clone(),
+                });
+            }
+            let mut partitions = partitions;
+            partitions.sort_unstable();
+            all.extend(
+                partitions
+                    .into_iter()
+                    .map(|p| PartitionId::new(topic.clone(), p)),
+            );
+        }
+        let ids: Vec<PartitionId> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| owned_by(*i, worker, peers))
+            .map(|(_, p)| p)
+            .collect();
+
+        // End offsets: needed to stop in until-idle mode and to refuse checkpoints beyond them.
+        let mut ends = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let (_low, high) = config
+                .with_retries(&format!("fetching end offsets of {id}"), || {
+                    consumer.fetch_watermarks(&id.topic, id.partition, config.request_timeout)
+                })?;
+            let committed = plan
+                .boundaries()
+                .iter()
+                .chain(plan.start())
+                .filter_map(|c| c.positions.get(id))
+                .max();
+            if let Some(committed) = committed.filter(|c| *c > high) {
+                // Either the topic was recreated or truncated (then the replay waits for offsets
+                // that never come), or the broker reports stale end offsets (some
+                // Kafka-compatible brokers report the base offset of the last batch).
+                tracing::warn!(
+                    "{}",
+                    KafkaConnectorError::CheckpointAhead {
+                        partition: id.to_string(),
+                        committed,
+                        end: high,
+                    }
+                );
+            }
+            ends.push(high);
+        }
+
+        let mut tpl = TopicPartitionList::new();
+        for id in &ids {
+            let offset = match plan.start_offset(id) {
+                Some(o) => Offset::Offset(o),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&id.topic, id.partition, offset)
+                .map_err(|source| KafkaConnectorError::Client {
+                    context: format!("assigning {id}"),
+                    source,
+                })?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|source| KafkaConnectorError::Client {
+                context: "assigning partitions".into(),
+                source,
+            })?;
+
+        let mut consumer = consumer;
+        let w = wake.clone();
+        consumer.set_nonempty_callback(move || w());
+        let consumer = Arc::new(consumer);
+        let mut queues = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let mut q = consumer
+                .split_partition_queue(&id.topic, id.partition)
+                .ok_or_else(|| KafkaConnectorError::Config {
+                    key: "source.topics".into(),
+                    reason: format!("could not open a queue for {id}"),
+                })?;
+            let w = wake.clone();
+            q.set_nonempty_callback(move || w());
+            queues.push(q);
+        }
+        let topics: Vec<Arc<str>> = ids.iter().map(|p| Arc::from(p.topic.as_str())).collect();
+        let next = ids.iter().map(|p| plan.start_offset(p)).collect();
+        tracing::info!(worker, partitions = %ids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","), "Kafka source assigned");
+        Ok(KafkaReader {
+            consumer,
+            ids,
+            topics,
+            queues,
+            ends: matches!(mode, RunMode::UntilIdle { .. }).then_some(ends),
+            next,
+            turn: 0,
+        })
+    }
+
+    /// Whether every partition reached its end offset as of start. Only called when no
+    /// partition queue had a message, so a broker whose end offsets lag (reporting the start of
+    /// the last batch) still gets its last batch read.
+    fn drained(&self) -> bool {
+        let Some(ends) = &self.ends else { return false };
+        let positions = self.consumer.position().ok();
+        ends.iter().enumerate().all(|(i, &end)| {
+            if self.next[i].is_some_and(|n| n >= end) || end == 0 {
+                return true;
+            }
+            // The fetch position moves past offsets without messages (transaction markers).
+            let id = &self.ids[i];
+            positions
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(&id.topic, id.partition))
+                .and_then(|p| p.offset().to_raw())
+                .is_some_and(|o| o >= end)
+        })
+    }
+}
+
+impl PartitionReader for KafkaReader {
+    type Record = KafkaRecord;
+
+    fn partitions(&self) -> &[PartitionId] {
+        &self.ids
+    }
+
+    fn read(
+        &mut self,
+        budget: usize,
+        emit: &mut dyn FnMut(usize, i64, KafkaRecord),
+    ) -> Result<ReadStatus, String> {
+        // Serve the main queue: errors and events (no messages arrive there).
+        if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
+            tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)");
+        }
+        let n = self.queues.len();
+        if n == 0 {
+            return Ok(if self.ends.is_some() {
+                ReadStatus::Exhausted
+            } else {
+                ReadStatus::Idle {
+                    recheck: Some(IDLE_RECHECK),
+                }
+            });
+        }
+        let mut left = budget;
+        let mut empty = 0;
+        let ingested_at = now_micros();
+        while left > 0 && empty < n {
+            let i = self.turn % n;
+            self.turn = self.turn.wrapping_add(1);
+            let mut got = false;
+            // A few messages per partition per turn keeps partitions fair.
+            for _ in 0..left.min(256) {
+                match self.queues[i].poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(partition = %self.ids[i], error = %e, "Kafka fetch error (retried by librdkafka)");
+                        break;
+                    }
+                    Some(Ok(m)) => {
+                        got = true;
+                        left -= 1;
+                        let offset = m.offset();
+                        self.next[i] = Some(offset + 1);
+                        emit(
+                            i,
+                            offset,
+                            KafkaRecord {
+                                topic: self.topics[i].clone(),
+                                partition: m.partition(),
+                                offset,
+                                key: m.key().map(<[u8]>::to_vec),
+                                payload: m.payload().map(<[u8]>::to_vec),
+                                timestamp_ms: m.timestamp().to_millis(),
+                                ingested_at,
+                            },
+                        );
+                    }
+                }
+            }
+            if got {
+                empty = 0;
+            } else {
+                empty += 1;
+            }
+        }
+        if left == 0 {
+            return Ok(ReadStatus::Busy);
+        }
+        if self.drained() {
+            return Ok(ReadStatus::Exhausted);
+        }
+        Ok(ReadStatus::Idle {
+            recheck: Some(IDLE_RECHECK),
+        })
+    }
+
+    fn position(&self, partition: usize) -> Option<i64> {
+        self.next.get(partition).copied().flatten()
+    }
+}
+
+/// Builds a Kafka source reading `topics`: the records, and the positions reached at the end
+/// of each epoch (for [`alluvium_engine::commit_sink`]).
+#[allow(clippy::too_many_arguments)]
+pub fn kafka_source<'s>(
+    scope: Scope<'s, Epoch>,
+    config: &KafkaConfig,
+    topics: &[String],
+    ctx: &WorkerContext,
+    options: &SourceOptions,
+    plan: &ResumePlan,
+    committed: Option<ProbeHandle<Epoch>>,
+) -> (
+    VecCollection<'s, Epoch, KafkaRecord>,
+    StreamVec<'s, Epoch, PositionUpdate>,
+) {
+    let name = format!("Kafka {}", topics.join(","));
+    partitioned_source(scope, &name, ctx, options, plan, committed, |src| {
+        let activator = Arc::new(src.activator);
+        let wake = move || {
+            let _ = activator.activate();
+        };
+        KafkaReader::new(
+            config,
+            topics,
+            src.worker.index,
+            src.worker.peers,
+            plan,
+            &options.mode,
+            wake,
+        )
+        .map_err(|e| e.to_string())
+    })
+}
