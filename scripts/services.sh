@@ -64,11 +64,16 @@ install_all() {
     log "installing moto[s3]==5.2.5"
     "$VENV/bin/pip" install -q "moto[s3,server]==5.2.5" flask flask-cors
   fi
-  if ! pg_bindir >/dev/null; then
-    log "installing PostgreSQL from Debian"
+  local missing=()
+  pg_bindir >/dev/null || missing+=(postgresql)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing from Debian: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
-    apt-get install -y -q postgresql >/dev/null
+    apt-get install -y -q "${missing[@]}" >/dev/null
   fi
 }
 
@@ -106,7 +111,11 @@ start_postgres() {
   wait_port postgres "$PG_PORT" 60
   local i
   for ((i = 0; i < 100; i++)); do
-    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qtAc 'select 1' >/dev/null 2>&1 && return 0
+    if psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qtAc 'select 1' >/dev/null 2>&1; then
+      [ "$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qtAc 'show wal_level')" = logical ] \
+        || die "PostgreSQL is not running with wal_level=logical"
+      return 0
+    fi
     sleep 0.2
   done
   die "PostgreSQL is not accepting queries (log: $STATE/postgres.log)"
@@ -118,6 +127,7 @@ start_s3() {
   echo $! >"$STATE/s3.pid"
   wait_port s3 "$S3_PORT" 60
   curl -fsS -X PUT "http://127.0.0.1:$S3_PORT/alluvium" >/dev/null || die "could not create bucket alluvium"
+  curl -fsS -I "http://127.0.0.1:$S3_PORT/alluvium" >/dev/null || die "bucket alluvium is not readable"
 }
 
 stop_all() {

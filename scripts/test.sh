@@ -27,5 +27,6 @@ trap 'scripts/services.sh down' EXIT
 # shellcheck disable=SC1091
 source "$ALLUVIUM_SERVICES_DIR/env"
 
-cargo nextest run --workspace --no-fail-fast "$@"
+# Doc tests first: nextest's summary must be the run's closing line.
 cargo test --workspace --doc
+cargo nextest run --workspace --no-fail-fast "$@"
