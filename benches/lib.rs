@@ -1,1 +1,1 @@
-//! Benchmarks.
+//! Shared helpers of the criterion benchmarks (see `benches/`).

@@ -7,7 +7,7 @@
 //! from the engine's [`ResumePlan`], never from Kafka's committed offsets.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alluvium_engine::epoch::now_micros;
 use alluvium_engine::source::{
@@ -29,6 +29,10 @@ use super::record::KafkaRecord;
 /// a wake-up.
 const IDLE_RECHECK: Duration = Duration::from_millis(500);
 
+/// How long a reader must look drained before it reports exhaustion. Guards against a fetch
+/// in flight at the moment the end offset (possibly stale, see `drained`) was reached.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
 /// Reads the partitions of `topics` owned by one worker.
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer>,
@@ -41,6 +45,8 @@ pub struct KafkaReader {
     ends: Option<Vec<i64>>,
     next: Vec<Option<i64>>,
     turn: usize,
+    /// Since when the reader has looked drained without interruption.
+    drained_since: Option<Instant>,
 }
 
 impl KafkaReader {
@@ -186,6 +192,7 @@ impl KafkaReader {
             ends: matches!(mode, RunMode::UntilIdle { .. }).then_some(ends),
             next,
             turn: 0,
+            drained_since: None,
         })
     }
 
@@ -279,10 +286,19 @@ impl PartitionReader for KafkaReader {
             }
         }
         if left == 0 {
+            self.drained_since = None;
             return Ok(ReadStatus::Busy);
         }
-        if self.drained() {
-            return Ok(ReadStatus::Exhausted);
+        if left < budget || !self.drained() {
+            self.drained_since = None;
+        } else {
+            let since = *self.drained_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DRAIN_QUIET {
+                return Ok(ReadStatus::Exhausted);
+            }
+            return Ok(ReadStatus::Idle {
+                recheck: Some(DRAIN_QUIET / 4),
+            });
         }
         Ok(ReadStatus::Idle {
             recheck: Some(IDLE_RECHECK),
