@@ -4,9 +4,26 @@
 //! specified in `docs/spec/medallion.md`. It is a *user* of `alluvium-engine`: everything
 //! e-commerce lives here, nothing of it in the engine.
 //!
-//! Work in progress (issue 3); this crate currently only fixes its place in the workspace.
+//! - [`orders`], [`products`], [`customers`]: parsing and the validation rules of spec §3.
+//! - [`graph`]: the differential graph that maintains every silver and gold table.
+//! - [`export`]: the tables as CSV in the format of the fixtures' `expected/` files.
+//! - [`memory`]: running the pipeline over in-memory messages (tests, benches).
+//! - [`fixture`]: a case folder (like `tests/fixtures/sample-small`) as Kafka messages.
+//! - [`money`], [`time`], [`codes`]: exact decimals, spec timestamps, code lists.
 
 #![warn(missing_docs)]
 
-/// The Kafka topics the pipeline reads, in the order the spec lists them.
-pub const TOPICS: [&str; 3] = ["orders", "products", "customers"];
+pub mod codes;
+pub mod customers;
+pub mod export;
+pub mod fixture;
+pub mod graph;
+pub mod memory;
+pub mod money;
+pub mod orders;
+pub mod products;
+pub mod rows;
+pub mod time;
+
+pub use graph::{medallion, PipelineConfig, Topics};
+pub use rows::TableRow;

@@ -1,0 +1,400 @@
+//! The medallion graph: Kafka records in, every silver and gold table out, maintained
+//! incrementally by differential operators (reduce and join over arrangements).
+//!
+//! ```text
+//! records ─► parse+validate ─┬─ order events ─► latest per order (reduce) ─┬─► silver.orders ─► customer_ltv
+//!                            │                                             └─► silver.order_items ─► facts
+//!                            ├─ product versions ─► latest per product ─► silver.products / dim_products ─┐
+//!                            ├─ customer changes ─► current per customer ─► silver.customers ─────────────┤
+//!                            │                    └► SCD2 versions ─► dim_customers                       │
+//!                            └─ quarantine ─► counts per (source, rule)      facts ⋈ products ⋈ customers ◄┘
+//!                                                                             └─► fact_order_items ─► daily_sales
+//! ```
+
+use alluvium_connectors::kafka::KafkaRecord;
+use alluvium_engine::Epoch;
+use differential_dataflow::collection::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::codes::Currencies;
+use crate::customers::{self, Change};
+use crate::products::{self, ProductVersion};
+use crate::rows::*;
+use crate::time::day_of;
+
+/// Topic names of the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    /// Order events.
+    pub orders: String,
+    /// Product CSV records.
+    pub products: String,
+    /// Customer change envelopes.
+    pub customers: String,
+}
+
+impl Topics {
+    /// The spec's names with a prefix (`""` for none).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topics {
+            orders: format!("{prefix}orders"),
+            products: format!("{prefix}products"),
+            customers: format!("{prefix}customers"),
+        }
+    }
+
+    /// All three, in the spec's order.
+    pub fn all(&self) -> Vec<String> {
+        vec![
+            self.orders.clone(),
+            self.products.clone(),
+            self.customers.clone(),
+        ]
+    }
+}
+
+/// Settings of the graph.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Topic names.
+    pub topics: Topics,
+    /// Accepted currencies.
+    pub currencies: Currencies,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            topics: Topics::with_prefix(""),
+            currencies: Currencies::default(),
+        }
+    }
+}
+
+/// A record after parsing and validation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Parsed {
+    Order(OrderEvent),
+    Product(ProductVersion),
+    Customer(Change),
+    Quarantine(QuarantineRow),
+}
+
+fn quarantine(source: &str, r: &KafkaRecord, rej: Rejection) -> Parsed {
+    Parsed::Quarantine(QuarantineRow {
+        source: source.into(),
+        record_key: rej.record_key,
+        rule: rej.rule.into(),
+        detail: rej.detail,
+        payload: r
+            .payload
+            .as_deref()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default(),
+        topic: r.topic.to_string(),
+        partition: r.partition,
+        offset: r.offset,
+        ingested_at: r.ingested_at,
+    })
+}
+
+fn parse(r: KafkaRecord, config: &PipelineConfig) -> Option<Parsed> {
+    let topics = &config.topics;
+    let topic: &str = &r.topic;
+    if topic == topics.orders {
+        Some(
+            match crate::orders::validate(r.payload.as_deref().unwrap_or(b""), &config.currencies) {
+                Ok(e) => Parsed::Order(e),
+                Err(rej) => quarantine("orders", &r, rej),
+            },
+        )
+    } else if topic == topics.products {
+        Some(
+            match products::validate(r.payload.as_deref().unwrap_or(b""), &config.currencies) {
+                Ok(v) => Parsed::Product(v),
+                Err(rej) => quarantine("products", &r, rej),
+            },
+        )
+    } else if topic == topics.customers {
+        match customers::parse(r.payload.as_deref(), r.partition, r.offset) {
+            Ok(Some(c)) => Some(Parsed::Customer(c)),
+            Ok(None) => None,
+            Err(rej) => Some(quarantine("customers", &r, rej)),
+        }
+    } else {
+        None
+    }
+}
+
+fn not_revenue(status: &str) -> bool {
+    status == "cancelled" || status == "refunded"
+}
+
+/// Builds the graph over the records of the three topics; returns every table as
+/// [`TableRow`] changes (and the quarantine rows separately, for append-only sinks).
+pub fn medallion<'s>(
+    records: VecCollection<'s, Epoch, KafkaRecord>,
+    config: &PipelineConfig,
+) -> (
+    VecCollection<'s, Epoch, TableRow>,
+    VecCollection<'s, Epoch, QuarantineRow>,
+) {
+    let cfg = config.clone();
+    let parsed = records.flat_map(move |r| parse(r, &cfg));
+
+    // Silver orders: the valid event with the greatest (event_ts, event_id) per order.
+    // Values reach `reduce` sorted, and `OrderEvent` orders by (event_ts, event_id) first, so
+    // the current event is the last one; duplicates of an event collapse to one value.
+    let events = parsed.clone().flat_map(|p| match p {
+        Parsed::Order(e) => Some((e.order_id.clone(), e)),
+        _ => None,
+    });
+    let current = events.reduce(
+        |_order, events: &[(&OrderEvent, isize)], out: &mut Vec<(OrderEvent, isize)>| {
+            if let Some((last, _)) = events.last() {
+                out.push(((*last).clone(), 1));
+            }
+        },
+    );
+    let silver_orders = current.clone().map(|(_, e)| SilverOrder {
+        order_total: crate::money::Money(
+            e.items
+                .iter()
+                .map(|i| i.unit_price.times(i.quantity).0)
+                .sum(),
+        ),
+        item_count: e.items.len() as i64,
+        order_id: e.order_id,
+        customer_id: e.customer_id,
+        status: e.status,
+        order_ts: e.order_ts,
+        event_ts: e.event_ts,
+        currency: e.currency,
+        shipping_country: e.shipping_country,
+        shipping_city: e.shipping_city,
+        payment_method: e.payment_method,
+    });
+    let facts_base = current.flat_map(|(_, e)| {
+        let e = std::sync::Arc::new(e);
+        (0..e.items.len()).map(move |i| {
+            let item = &e.items[i];
+            Fact {
+                order_id: e.order_id.clone(),
+                line_no: i as i64 + 1,
+                customer_id: e.customer_id,
+                product_id: item.product_id.clone(),
+                order_ts: e.order_ts,
+                order_date: day_of(e.order_ts),
+                status: e.status.clone(),
+                currency: e.currency.clone(),
+                quantity: item.quantity,
+                unit_price: item.unit_price,
+                line_total: item.unit_price.times(item.quantity),
+                shipping_country: e.shipping_country.clone(),
+                payment_method: e.payment_method.clone(),
+                category: None,
+                brand: None,
+                customer_segment: None,
+                customer_country: None,
+            }
+        })
+    });
+    let silver_items = facts_base.clone().map(|f| SilverOrderItem {
+        order_id: f.order_id,
+        line_no: f.line_no,
+        product_id: f.product_id,
+        quantity: f.quantity,
+        unit_price: f.unit_price,
+        line_total: f.line_total,
+    });
+
+    // Silver products: the valid version with the greatest (updated_at, file, line).
+    let products = parsed
+        .clone()
+        .flat_map(|p| match p {
+            Parsed::Product((order, product)) => {
+                Some((product.product_id.clone(), (order, product)))
+            }
+            _ => None,
+        })
+        .reduce(
+            |_id, versions: &[(&ProductVersion, isize)], out: &mut Vec<(Product, isize)>| {
+                if let Some((last, _)) = versions.last() {
+                    out.push((last.1.clone(), 1));
+                }
+            },
+        )
+        .map(|(_, p)| p);
+
+    // Silver customers and dim_customers, from the change stream in log order.
+    let changes = parsed.clone().flat_map(|p| match p {
+        Parsed::Customer(c) => Some((c.customer_id, c)),
+        _ => None,
+    });
+    let customers_now = changes
+        .clone()
+        .reduce(
+            |_id, changes: &[(&Change, isize)], out: &mut Vec<(Customer, isize)>| {
+                let ordered: Vec<&Change> = changes.iter().map(|(c, _)| *c).collect();
+                if let Some(row) = customers::current(&ordered) {
+                    out.push((row, 1));
+                }
+            },
+        )
+        .map(|(_, c)| c);
+    let dim_customers = changes
+        .reduce(
+            |_id, changes: &[(&Change, isize)], out: &mut Vec<(DimCustomer, isize)>| {
+                let ordered: Vec<&Change> = changes.iter().map(|(c, _)| *c).collect();
+                out.extend(customers::versions(&ordered).into_iter().map(|v| (v, 1)));
+            },
+        )
+        .map(|(_, v)| v);
+
+    // Facts: order lines with the product's and the customer's current attributes (left joins).
+    let by_product = facts_base.map(|f| (f.product_id.clone(), f));
+    let product_attrs = products
+        .clone()
+        .map(|p| (p.product_id.clone(), (p.category.clone(), p.brand.clone())));
+    let with_product = by_product
+        .clone()
+        .join_map(
+            product_attrs.clone(),
+            |_, f: &Fact, (category, brand): &(String, Option<String>)| {
+                let mut f = f.clone();
+                f.category = Some(category.clone());
+                f.brand = brand.clone();
+                f
+            },
+        )
+        .concat(
+            by_product
+                .antijoin(product_attrs.map(|(k, _)| k))
+                .map(|(_, f)| f),
+        );
+    let by_customer = with_product.map(|f| (f.customer_id, f));
+    let customer_attrs = customers_now
+        .clone()
+        .map(|c| (c.customer_id, (c.segment.clone(), c.country.clone())));
+    let facts = by_customer
+        .clone()
+        .join_map(
+            customer_attrs.clone(),
+            |_, f: &Fact, (segment, country): &(Option<String>, Option<String>)| {
+                let mut f = f.clone();
+                f.customer_segment = segment.clone();
+                f.customer_country = country.clone();
+                f
+            },
+        )
+        .concat(
+            by_customer
+                .antijoin(customer_attrs.map(|(k, _)| k))
+                .map(|(_, f)| f),
+        );
+
+    // Gold aggregates over orders that count as revenue.
+    let daily_sales = facts
+        .clone()
+        .filter(|f| !not_revenue(&f.status))
+        .map(|f| {
+            let category = f.category.clone().unwrap_or_else(|| "unknown".into());
+            (
+                (f.order_date, category, f.shipping_country, f.currency),
+                (f.order_id, f.quantity, f.line_total.0),
+            )
+        })
+        .reduce(
+            |_group,
+             lines: &[(&(String, i64, i64), isize)],
+             out: &mut Vec<((i64, i64, i128), isize)>| {
+                let mut orders = 0i64;
+                let mut units = 0i64;
+                let mut revenue = 0i128;
+                let mut last: Option<&str> = None;
+                for ((order_id, qty, total), mult) in lines {
+                    if last != Some(order_id.as_str()) {
+                        orders += 1;
+                        last = Some(order_id.as_str());
+                    }
+                    units += qty * *mult as i64;
+                    revenue += *total as i128 * *mult as i128;
+                }
+                out.push(((orders, units, revenue), 1));
+            },
+        )
+        .map(
+            |((order_date, category, shipping_country, currency), (orders, units, revenue))| {
+                DailySales {
+                    order_date,
+                    category,
+                    shipping_country,
+                    currency,
+                    orders,
+                    units,
+                    revenue,
+                }
+            },
+        );
+    let customer_ltv = silver_orders
+        .clone()
+        .filter(|o| !not_revenue(&o.status))
+        .map(|o| {
+            (
+                (o.customer_id, o.currency),
+                (o.order_ts, o.order_id, o.order_total.0),
+            )
+        })
+        .reduce(
+            |_group,
+             orders: &[(&(i64, String, i64), isize)],
+             out: &mut Vec<((i64, i128, i64, i64), isize)>| {
+                let count = orders.iter().map(|(_, m)| *m as i64).sum();
+                let revenue = orders
+                    .iter()
+                    .map(|((_, _, t), m)| *t as i128 * *m as i128)
+                    .sum();
+                let first = orders
+                    .first()
+                    .map(|((ts, _, _), _)| *ts)
+                    .unwrap_or_default();
+                let last = orders.last().map(|((ts, _, _), _)| *ts).unwrap_or_default();
+                out.push(((count, revenue, first, last), 1));
+            },
+        )
+        .map(
+            |((customer_id, currency), (orders, revenue, first_order_ts, last_order_ts))| {
+                CustomerLtv {
+                    customer_id,
+                    currency,
+                    orders,
+                    revenue,
+                    first_order_ts,
+                    last_order_ts,
+                }
+            },
+        );
+
+    let quarantine_rows = parsed.flat_map(|p| match p {
+        Parsed::Quarantine(q) => Some(q),
+        _ => None,
+    });
+    let quarantine_counts = quarantine_rows
+        .clone()
+        .map(|q| (q.source, q.rule))
+        .count()
+        .map(|((source, rule), n)| TableRow::QuarantineCount(source, rule, n as i64));
+
+    let tables = silver_orders
+        .map(TableRow::SilverOrder)
+        .concat(silver_items.map(TableRow::SilverOrderItem))
+        .concat(products.clone().map(TableRow::SilverProduct))
+        .concat(products.map(TableRow::DimProduct))
+        .concat(customers_now.map(TableRow::SilverCustomer))
+        .concat(dim_customers.map(TableRow::DimCustomer))
+        .concat(facts.map(TableRow::Fact))
+        .concat(daily_sales.map(TableRow::DailySales))
+        .concat(customer_ltv.map(TableRow::CustomerLtv))
+        .concat(quarantine_counts);
+    (tables, quarantine_rows)
+}
