@@ -4,8 +4,10 @@
 
 mod cluster;
 mod demo;
+mod fixture;
 mod keyed_stats;
 mod produce;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,11 @@ enum Command {
     KeyedStats(keyed_stats::KeyedStatsArgs),
     /// Produce generated keyed messages (`key` -> integer value) to a topic.
     Produce(produce::ProduceArgs),
+    /// Run the e-commerce medallion pipeline (Kafka -> silver and gold tables).
+    Run(run::RunArgs),
+    /// Test cases: `alluvium fixture load DIR` produces a case folder into the topics.
+    #[command(subcommand)]
+    Fixture(fixture::FixtureCommand),
 }
 
 fn main() {
@@ -49,6 +56,8 @@ fn main() {
         Command::Demo(args) => demo::run(args),
         Command::KeyedStats(args) => keyed_stats::run(args),
         Command::Produce(args) => produce::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Fixture(cmd) => fixture::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,120 @@
+//! `alluvium run`: the e-commerce medallion pipeline from Kafka.
+
+use std::path::PathBuf;
+
+use alluvium_connectors::kafka::{kafka_source, KafkaConfig};
+use alluvium_engine::sinks::file::FileSink;
+use alluvium_engine::{commit_sink, execute, Rehydration, ResumePlan, Sink, SourceOptions};
+use alluvium_medallion::codes::Currencies;
+use alluvium_medallion::{medallion, PipelineConfig, TableRow, Topics};
+use anyhow::{Context, Result};
+use clap::Args;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+use crate::cluster::{ClusterArgs, EpochArgs};
+
+/// Arguments of `alluvium run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Prefix of the topic names (`orders`, `products`, `customers`).
+    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Directory of the pipeline's committed tables.
+    #[arg(long, default_value = "alluvium-state")]
+    pub state: PathBuf,
+    /// Also write every silver/gold table and the quarantine counts as CSV into this directory
+    /// when the run ends (with --until-idle).
+    #[arg(long)]
+    pub export_csv: Option<PathBuf>,
+    /// Batch mode: the same graph over the topics' whole history in a few large epochs
+    /// (implies --until-idle and 1,000,000-record epochs), into a fresh state directory.
+    #[arg(long)]
+    pub batch: bool,
+    /// Accepted currencies, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub currencies: Option<Vec<String>>,
+    /// Start-up retries (exponential backoff) before the brokers are reported unreachable.
+    #[arg(long, default_value_t = 5)]
+    pub kafka_retries: u32,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub epochs: EpochArgs,
+}
+
+/// Entry point of `alluvium run`.
+pub fn run(mut args: RunArgs) -> Result<()> {
+    let mut kafka = KafkaConfig::new(args.brokers.clone());
+    kafka.retries = args.kafka_retries;
+    kafka.validate()?;
+    let cluster = args.cluster.config()?;
+    if args.batch {
+        args.epochs.until_idle = true;
+        args.epochs.epoch_records = args.epochs.epoch_records.max(1_000_000);
+        args.epochs.epoch_ms = args.epochs.epoch_ms.max(60_000);
+        if args.state.join("tables").exists() {
+            anyhow::bail!(
+                "invalid configuration `--state`: batch mode rebuilds every table from history; {} already holds tables",
+                args.state.display()
+            );
+        }
+    }
+    let config = PipelineConfig {
+        topics: Topics::with_prefix(&args.topic_prefix),
+        currencies: args
+            .currencies
+            .as_ref()
+            .map(Currencies::new)
+            .unwrap_or_default(),
+    };
+    let options = SourceOptions {
+        epochs: args.epochs.policy()?,
+        mode: args.epochs.mode(),
+        ..SourceOptions::default()
+    };
+    let sink = FileSink::<TableRow>::new(args.state.join("tables"));
+    let checkpoint = sink
+        .checkpoint()
+        .context("reading the tables' checkpoint")?;
+    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart);
+    let topics = config.topics.all();
+    let table = sink.clone();
+    let graph_config = config.clone();
+    execute(&cluster, move |worker, ctx| {
+        let probe = ProbeHandle::new();
+        worker.dataflow(|scope| {
+            let (records, positions) = kafka_source(
+                scope,
+                &kafka,
+                &topics,
+                ctx,
+                &options,
+                &plan,
+                Some(probe.clone()),
+            );
+            let (tables, _quarantine) = medallion(records, &graph_config);
+            commit_sink(tables, positions, &table, &plan, ctx, &probe).map_err(|e| e.to_string())
+        })
+    })?;
+    if let (Some(dir), 0) = (&args.export_csv, args.cluster.process) {
+        let state = sink
+            .read_state()?
+            .context("the pipeline committed nothing")?;
+        let rows: Vec<TableRow> = state
+            .rows
+            .into_iter()
+            .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
+            .collect();
+        alluvium_medallion::export::write_csv(dir, &rows)
+            .with_context(|| format!("writing CSV files to {}", dir.display()))?;
+        println!(
+            "exported the tables of epoch {} to {}",
+            state.epoch,
+            dir.display()
+        );
+    }
+    Ok(())
+}
