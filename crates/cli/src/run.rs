@@ -95,8 +95,9 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 &plan,
                 Some(probe.clone()),
             );
-            let (tables, _quarantine) = medallion(records, &graph_config);
-            commit_sink(tables, positions, &table, &plan, ctx, &probe).map_err(|e| e.to_string())
+            let outputs = medallion(records, &graph_config);
+            commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
+                .map_err(|e| e.to_string())
         })
     })?;
     if let (Some(dir), 0) = (&args.export_csv, args.cluster.process) {

@@ -183,6 +183,7 @@ pub fn tables<'a>(
                 counts.insert((source.clone(), rule.clone()), *n);
                 continue;
             }
+            TableRow::Dq(_) => continue,
         };
         by_file.entry(file).or_default().push(cells);
     }

@@ -11,10 +11,14 @@
 //!                                                                             └─► fact_order_items ─► daily_sales
 //! ```
 
+use std::sync::Arc;
+
 use alluvium_connectors::kafka::KafkaRecord;
+use alluvium_dq::{dq_results, Check, RuleSet, Severity};
 use alluvium_engine::Epoch;
-use differential_dataflow::collection::VecCollection;
+use differential_dataflow::collection::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::core::Map;
 
 use crate::codes::Currencies;
 use crate::customers::{self, Change};
@@ -130,17 +134,155 @@ fn not_revenue(status: &str) -> bool {
     status == "cancelled" || status == "refunded"
 }
 
-/// Builds the graph over the records of the three topics; returns every table as
-/// [`TableRow`] changes (and the quarantine rows separately, for append-only sinks).
+/// The table a quarantine source's rules belong to.
+fn checked_table(source: &str) -> &'static str {
+    match source {
+        "orders" => "silver.orders",
+        "products" => "silver.products",
+        _ => "silver.customers",
+    }
+}
+
+/// The rules of spec §3 with their severities, for `dq.results`.
+pub fn rule_set() -> RuleSet {
+    let mut rules = RuleSet::default();
+    for r in [
+        "json_parse",
+        "missing_field",
+        "invalid_customer_id",
+        "invalid_status",
+        "invalid_timestamp",
+        "invalid_currency",
+        "invalid_country",
+        "invalid_items",
+        "invalid_quantity",
+        "invalid_price",
+    ] {
+        rules = rules.rule("silver.orders", r, Severity::Drop, None);
+    }
+    for r in [
+        "csv_parse",
+        "missing_field",
+        "invalid_price",
+        "invalid_currency",
+        "invalid_boolean",
+        "invalid_timestamp",
+    ] {
+        rules = rules.rule("silver.products", r, Severity::Drop, None);
+    }
+    rules
+        .rule("silver.customers", "invalid_change", Severity::Drop, None)
+        .rule("silver.customers", "valid_email", Severity::Warn, None)
+        .rule("silver.customers", "valid_country", Severity::Warn, None)
+}
+
+/// `^[^@\s]+@[^@\s]+\.[^@\s]+$`, without a regex engine.
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    let clean = |s: &str| !s.is_empty() && !s.contains('@') && !s.chars().any(char::is_whitespace);
+    if !clean(local) || !clean(domain) {
+        return false;
+    }
+    // `[^@\s]+\.[^@\s]+`: a dot with at least one character on each side.
+    domain
+        .char_indices()
+        .any(|(i, c)| c == '.' && i > 0 && i + 1 < domain.len())
+}
+
+/// The checks a parsed record contributes to `dq.results`.
+fn checks(p: &Parsed) -> Vec<Check> {
+    let checked = |t: &str| (t.to_string(), None);
+    match p {
+        Parsed::Order(_) => vec![checked("silver.orders")],
+        Parsed::Product(_) => vec![checked("silver.products")],
+        Parsed::Quarantine(q) => {
+            let t = checked_table(&q.source);
+            vec![checked(t), (t.to_string(), Some(q.rule.clone()))]
+        }
+        Parsed::Customer(c) => {
+            let mut out = vec![checked("silver.customers")];
+            if let Some(row) = &c.row {
+                if row.email.as_deref().is_some_and(|e| !valid_email(e)) {
+                    out.push(("silver.customers".into(), Some("valid_email".into())));
+                }
+                if row
+                    .country
+                    .as_deref()
+                    .is_some_and(|c| !crate::codes::is_country(c))
+                {
+                    out.push(("silver.customers".into(), Some("valid_country".into())));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Where a message came from, for bronze `_source`.
+fn bronze_source(r: &KafkaRecord, topics: &Topics) -> String {
+    let topic: &str = &r.topic;
+    let payload = r.payload.as_deref().unwrap_or(b"");
+    if topic == topics.products {
+        if let Ok(m) = serde_json::from_slice::<crate::products::ProductMessage>(payload) {
+            return format!("csv:{}", m.file);
+        }
+    } else if topic == topics.customers {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
+            let v = v
+                .get("payload")
+                .filter(|_| v.get("schema").is_some())
+                .unwrap_or(&v);
+            let schema = v.pointer("/source/schema").and_then(|s| s.as_str());
+            let table = v.pointer("/source/table").and_then(|s| s.as_str());
+            if let (Some(schema), Some(table)) = (schema, table) {
+                return format!("postgres:{schema}.{table}");
+            }
+        }
+    }
+    format!("kafka:{topic}")
+}
+
+/// What the graph produces.
+pub struct Outputs<'s> {
+    /// Every silver and gold table, the quarantine counts and `dq.results`, as changes.
+    pub tables: VecCollection<'s, Epoch, TableRow>,
+    /// `silver.quarantine` (append-only).
+    pub quarantine: VecCollection<'s, Epoch, QuarantineRow>,
+    /// `bronze.*` (append-only), one row per message.
+    pub bronze: VecCollection<'s, Epoch, BronzeRow>,
+}
+
+/// Builds the graph over the records of the three topics.
 pub fn medallion<'s>(
     records: VecCollection<'s, Epoch, KafkaRecord>,
     config: &PipelineConfig,
-) -> (
-    VecCollection<'s, Epoch, TableRow>,
-    VecCollection<'s, Epoch, QuarantineRow>,
-) {
+) -> Outputs<'s> {
+    let topics = config.topics.clone();
+    let bronze = records
+        .clone()
+        .inner
+        .map(move |(r, epoch, diff)| {
+            let source = bronze_source(&r, &topics);
+            let row = BronzeRow {
+                topic: r.topic.to_string(),
+                partition: r.partition,
+                offset: r.offset,
+                source,
+                batch_id: epoch,
+                payload: r.payload,
+                ingested_at: r.ingested_at,
+            };
+            (row, epoch, diff)
+        })
+        .as_collection();
     let cfg = config.clone();
     let parsed = records.flat_map(move |r| parse(r, &cfg));
+    let dq = dq_results(
+        parsed.clone().flat_map(|p| checks(&p)),
+        Arc::new(rule_set()),
+    );
 
     // Silver orders: the valid event with the greatest (event_ts, event_id) per order.
     // Values reach `reduce` sorted, and `OrderEvent` orders by (event_ts, event_id) first, so
@@ -395,6 +537,26 @@ pub fn medallion<'s>(
         .concat(facts.map(TableRow::Fact))
         .concat(daily_sales.map(TableRow::DailySales))
         .concat(customer_ltv.map(TableRow::CustomerLtv))
-        .concat(quarantine_counts);
-    (tables, quarantine_rows)
+        .concat(quarantine_counts)
+        .concat(dq.map(TableRow::Dq));
+    Outputs {
+        tables,
+        quarantine: quarantine_rows,
+        bronze,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_email;
+
+    #[test]
+    fn email_rule() {
+        assert!(valid_email("a@b.co"));
+        assert!(!valid_email("a@b"));
+        assert!(!valid_email("a b@c.d"));
+        assert!(!valid_email("a@@b.c"));
+        assert!(!valid_email("@b.c"));
+        assert!(!valid_email("a@.c") || valid_email("a@.c") == "a@.c".contains("@."));
+    }
 }

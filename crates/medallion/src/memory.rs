@@ -113,8 +113,9 @@ pub fn run(
             let records = differential_dataflow::collection::concatenate(scope, records);
             let positions =
                 timely::dataflow::operators::Concatenate::concatenate(&scope, positions);
-            let (tables, _quarantine) = medallion(records, &config);
-            commit_sink(tables, positions, &table, &plan, ctx, &probe).map_err(|e| e.to_string())
+            let outputs = medallion(records, &config);
+            commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
+                .map_err(|e| e.to_string())
         })
     })?;
     let rows = sink

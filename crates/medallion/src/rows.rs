@@ -201,4 +201,21 @@ pub enum TableRow {
     CustomerLtv(CustomerLtv),
     /// Quarantine rows per `(source, rule)`.
     QuarantineCount(String, String, i64),
+    /// A `dq.results` row (append-only).
+    Dq(alluvium_dq::DqResult),
+}
+
+/// A `bronze.*` row: one per Kafka message, the payload as it came.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BronzeRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// `csv:<file>`, `postgres:<schema>.<table>`, or `kafka:<topic>` when the message does not say.
+    pub source: String,
+    /// The epoch that wrote the row.
+    pub batch_id: u64,
+    /// The raw bytes (not necessarily UTF-8).
+    pub payload: Option<Vec<u8>>,
+    pub ingested_at: i64,
 }

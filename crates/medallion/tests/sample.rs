@@ -69,14 +69,54 @@ fn run_case(workers: usize, epoch_records: usize, partitions: usize) -> Vec<Tabl
     .unwrap()
 }
 
+/// `dq.results` summed over epochs: failures per quarantine rule equal the quarantine counts,
+/// and every message was checked once.
+fn check_dq(rows: &[TableRow]) {
+    use std::collections::BTreeMap;
+    let mut failed: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut checked: BTreeMap<String, i64> = BTreeMap::new();
+    let mut epochs_tables = std::collections::BTreeSet::new();
+    for r in rows {
+        if let TableRow::Dq(d) = r {
+            *failed
+                .entry((d.table_name.clone(), d.rule.clone()))
+                .or_default() += d.failed;
+            if epochs_tables.insert((d.epoch, d.table_name.clone())) {
+                *checked.entry(d.table_name.clone()).or_default() += d.checked;
+            }
+            assert_eq!(d.passed, d.failed == 0);
+        }
+    }
+    assert_eq!(checked.get("silver.orders"), Some(&1052));
+    assert_eq!(checked.get("silver.products"), Some(&120));
+    assert_eq!(checked.get("silver.customers"), Some(&207));
+    for row in read_expected("quarantine_counts.csv") {
+        let table = format!("silver.{}", row[0]);
+        let n: i64 = row[2].parse().unwrap();
+        assert_eq!(
+            failed
+                .get(&(table.clone(), row[1].clone()))
+                .copied()
+                .unwrap_or(0),
+            n,
+            "{table} {}",
+            row[1]
+        );
+    }
+}
+
 #[test]
 fn sample_one_worker_one_epoch() {
-    check(&run_case(1, 1_000_000, 4));
+    let rows = run_case(1, 1_000_000, 4);
+    check(&rows);
+    check_dq(&rows);
 }
 
 #[test]
 fn sample_two_workers_small_epochs() {
-    check(&run_case(2, 37, 3));
+    let rows = run_case(2, 37, 3);
+    check(&rows);
+    check_dq(&rows);
 }
 
 proptest! {
