@@ -8,6 +8,7 @@
 //! - [`graph`]: the differential graph that maintains every silver and gold table.
 //! - [`export`]: the tables as CSV in the format of the fixtures' `expected/` files.
 //! - [`memory`]: running the pipeline over in-memory messages (tests, benches).
+//! - [`generate`]: a deterministic generator of realistic, dirty input at any size.
 //! - [`fixture`]: a case folder (like `tests/fixtures/sample-small`) as Kafka messages.
 //! - [`money`], [`time`], [`codes`]: exact decimals, spec timestamps, code lists.
 
@@ -17,6 +18,7 @@ pub mod codes;
 pub mod customers;
 pub mod export;
 pub mod fixture;
+pub mod generate;
 pub mod graph;
 pub mod memory;
 pub mod money;
