@@ -4,6 +4,9 @@
 //! `cargo bench -p alluvium-benches` — the broker part runs when `ALLUVIUM_KAFKA_BROKERS`
 //! is set (e.g. after `scripts/services.sh up` and sourcing its env file).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -104,18 +104,11 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         let state = sink
             .read_state()?
             .context("the pipeline committed nothing")?;
-        let rows: Vec<TableRow> = state
-            .rows
-            .into_iter()
-            .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
-            .collect();
+        let epoch = state.epoch;
+        let rows: Vec<TableRow> = state.expanded_rows();
         alluvium_medallion::export::write_csv(dir, &rows)
             .with_context(|| format!("writing CSV files to {}", dir.display()))?;
-        println!(
-            "exported the tables of epoch {} to {}",
-            state.epoch,
-            dir.display()
-        );
+        println!("exported the tables of epoch {epoch} to {}", dir.display());
     }
     Ok(())
 }

@@ -55,11 +55,11 @@ fn timestamp(v: Option<&Value>) -> Option<Micros> {
 fn customer(after: &serde_json::Map<String, Value>, customer_id: i64) -> Customer {
     Customer {
         customer_id,
-        email: text(after.get("email")).map(|s| s.to_lowercase()),
-        full_name: text(after.get("full_name")),
-        country: text(after.get("country")).map(|s| s.to_uppercase()),
-        city: text(after.get("city")),
-        segment: text(after.get("segment")).map(|s| s.to_lowercase()),
+        email: text(after.get("email")).map(|s| s.to_lowercase().into()),
+        full_name: text(after.get("full_name")).map(Into::into),
+        country: text(after.get("country")).map(|s| s.to_uppercase().into()),
+        city: text(after.get("city")).map(Into::into),
+        segment: text(after.get("segment")).map(|s| s.to_lowercase().into()),
         created_at: timestamp(after.get("created_at")),
         updated_at: timestamp(after.get("updated_at")),
     }

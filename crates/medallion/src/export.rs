@@ -11,8 +11,8 @@ use crate::time::{format_date, format_ts, Micros};
 
 const NULL: &str = "\\N";
 
-fn opt(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| NULL.into())
+fn opt(v: &Option<crate::rows::Text>) -> String {
+    v.as_deref().unwrap_or(NULL).to_string()
 }
 
 fn opt_ts(v: Option<Micros>) -> String {
@@ -65,13 +65,13 @@ pub fn tables<'a>(
             TableRow::SilverOrder(o) => (
                 "silver_orders.csv",
                 vec![
-                    o.order_id.clone(),
+                    o.order_id.to_string(),
                     o.customer_id.to_string(),
-                    o.status.clone(),
+                    o.status.to_string(),
                     format_ts(o.order_ts),
                     format_ts(o.event_ts),
-                    o.currency.clone(),
-                    o.shipping_country.clone(),
+                    o.currency.to_string(),
+                    o.shipping_country.to_string(),
                     opt(&o.shipping_city),
                     opt(&o.payment_method),
                     o.item_count.to_string(),
@@ -81,9 +81,9 @@ pub fn tables<'a>(
             TableRow::SilverOrderItem(i) => (
                 "silver_order_items.csv",
                 vec![
-                    i.order_id.clone(),
+                    i.order_id.to_string(),
                     i.line_no.to_string(),
-                    i.product_id.clone(),
+                    i.product_id.to_string(),
                     i.quantity.to_string(),
                     i.unit_price.to_string(),
                     i.line_total.to_string(),
@@ -96,13 +96,13 @@ pub fn tables<'a>(
                     "dim_products.csv"
                 },
                 vec![
-                    p.product_id.clone(),
+                    p.product_id.to_string(),
                     opt(&p.sku),
-                    p.name.clone(),
-                    p.category.clone(),
+                    p.name.to_string(),
+                    p.category.to_string(),
                     opt(&p.brand),
                     p.list_price.to_string(),
-                    p.currency.clone(),
+                    p.currency.to_string(),
                     p.active.to_string(),
                     format_ts(p.updated_at),
                 ],
@@ -137,18 +137,18 @@ pub fn tables<'a>(
             TableRow::Fact(f) => (
                 "fact_order_items.csv",
                 vec![
-                    f.order_id.clone(),
+                    f.order_id.to_string(),
                     f.line_no.to_string(),
                     f.customer_id.to_string(),
-                    f.product_id.clone(),
+                    f.product_id.to_string(),
                     format_ts(f.order_ts),
                     format_date(f.order_date),
-                    f.status.clone(),
-                    f.currency.clone(),
+                    f.status.to_string(),
+                    f.currency.to_string(),
                     f.quantity.to_string(),
                     f.unit_price.to_string(),
                     f.line_total.to_string(),
-                    f.shipping_country.clone(),
+                    f.shipping_country.to_string(),
                     opt(&f.payment_method),
                     opt(&f.category),
                     opt(&f.brand),
@@ -160,9 +160,9 @@ pub fn tables<'a>(
                 "daily_sales.csv",
                 vec![
                     format_date(d.order_date),
-                    d.category.clone(),
-                    d.shipping_country.clone(),
-                    d.currency.clone(),
+                    d.category.to_string(),
+                    d.shipping_country.to_string(),
+                    d.currency.to_string(),
                     d.orders.to_string(),
                     d.units.to_string(),
                     format_cents(d.revenue),
@@ -172,7 +172,7 @@ pub fn tables<'a>(
                 "customer_ltv.csv",
                 vec![
                     l.customer_id.to_string(),
-                    l.currency.clone(),
+                    l.currency.to_string(),
                     l.orders.to_string(),
                     format_cents(l.revenue),
                     format_ts(l.first_order_ts),
@@ -180,7 +180,7 @@ pub fn tables<'a>(
                 ],
             ),
             TableRow::QuarantineCount(source, rule, n) => {
-                counts.insert((source.clone(), rule.clone()), *n);
+                counts.insert((source.to_string(), rule.to_string()), *n);
                 continue;
             }
             TableRow::Dq(_) => continue,

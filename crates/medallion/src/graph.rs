@@ -19,6 +19,7 @@ use alluvium_engine::Epoch;
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Map;
+use timely::dataflow::operators::vec::Partition;
 
 use crate::codes::Currencies;
 use crate::customers::{self, Change};
@@ -82,20 +83,36 @@ enum Parsed {
     Product(ProductVersion),
     Customer(Change),
     Quarantine(QuarantineRow),
+    /// A `dq.results` check contributed by a record (routed next to the record itself, so
+    /// the parsed record is never cloned).
+    Check(Check),
+}
+
+impl Parsed {
+    /// The output of the routing `partition` this value goes to.
+    fn route(&self) -> u64 {
+        match self {
+            Parsed::Order(_) => 0,
+            Parsed::Product(_) => 1,
+            Parsed::Customer(_) => 2,
+            Parsed::Quarantine(_) => 3,
+            Parsed::Check(_) => 4,
+        }
+    }
 }
 
 fn quarantine(source: &str, r: &KafkaRecord, rej: Rejection) -> Parsed {
     Parsed::Quarantine(QuarantineRow {
         source: source.into(),
-        record_key: rej.record_key,
+        record_key: rej.record_key.map(Into::into),
         rule: rej.rule.into(),
-        detail: rej.detail,
+        detail: rej.detail.into(),
         payload: r
             .payload
             .as_deref()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default(),
-        topic: r.topic.to_string(),
+            .map(|p| Text::from(String::from_utf8_lossy(p)))
+            .unwrap_or_else(|| Text::from("")),
+        topic: r.topic.clone(),
         partition: r.partition,
         offset: r.offset,
         ingested_at: r.ingested_at,
@@ -199,8 +216,9 @@ fn checks(p: &Parsed) -> Vec<Check> {
         Parsed::Product(_) => vec![checked("silver.products")],
         Parsed::Quarantine(q) => {
             let t = checked_table(&q.source);
-            vec![checked(t), (t.to_string(), Some(q.rule.clone()))]
+            vec![checked(t), (t.to_string(), Some(q.rule.to_string()))]
         }
+        Parsed::Check(_) => Vec::new(),
         Parsed::Customer(c) => {
             let mut out = vec![checked("silver.customers")];
             if let Some(row) = &c.row {
@@ -266,10 +284,10 @@ pub fn medallion<'s>(
         .map(move |(r, epoch, diff)| {
             let source = bronze_source(&r, &topics);
             let row = BronzeRow {
-                topic: r.topic.to_string(),
+                topic: r.topic.clone(),
                 partition: r.partition,
                 offset: r.offset,
-                source,
+                source: source.into(),
                 batch_id: epoch,
                 payload: r.payload,
                 ingested_at: r.ingested_at,
@@ -278,16 +296,48 @@ pub fn medallion<'s>(
         })
         .as_collection();
     let cfg = config.clone();
-    let parsed = records.flat_map(move |r| parse(r, &cfg));
+    // Parse once, then route each kind to its own stream: no branch sees (or clones) the
+    // records of another.
+    let mut parts = records
+        .flat_map(move |r| {
+            let parsed = parse(r, &cfg);
+            let checks = parsed.as_ref().map(checks).unwrap_or_default();
+            parsed
+                .into_iter()
+                .chain(checks.into_iter().map(Parsed::Check))
+        })
+        .inner
+        .partition(5, |(p, t, r)| (p.route(), (p, t, r)))
+        .into_iter()
+        .map(|s| s.as_collection());
+    let (
+        Some(order_part),
+        Some(product_part),
+        Some(customer_part),
+        Some(quarantine_part),
+        Some(check_part),
+    ) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    )
+    else {
+        unreachable!("partition(5) returns five streams")
+    };
     let dq = dq_results(
-        parsed.clone().flat_map(|p| checks(&p)),
+        check_part.flat_map(|p| match p {
+            Parsed::Check(c) => Some(c),
+            _ => None,
+        }),
         Arc::new(rule_set()),
     );
 
     // Silver orders: the valid event with the greatest (event_ts, event_id) per order.
     // Values reach `reduce` sorted, and `OrderEvent` orders by (event_ts, event_id) first, so
     // the current event is the last one; duplicates of an event collapse to one value.
-    let events = parsed.clone().flat_map(|p| match p {
+    let events = order_part.flat_map(|p| match p {
         Parsed::Order(e) => Some((e.order_id.clone(), e)),
         _ => None,
     });
@@ -351,8 +401,7 @@ pub fn medallion<'s>(
     });
 
     // Silver products: the valid version with the greatest (updated_at, file, line).
-    let products = parsed
-        .clone()
+    let products = product_part
         .flat_map(|p| match p {
             Parsed::Product((order, product)) => {
                 Some((product.product_id.clone(), (order, product)))
@@ -369,7 +418,7 @@ pub fn medallion<'s>(
         .map(|(_, p)| p);
 
     // Silver customers and dim_customers, from the change stream in log order.
-    let changes = parsed.clone().flat_map(|p| match p {
+    let changes = customer_part.flat_map(|p| match p {
         Parsed::Customer(c) => Some((c.customer_id, c)),
         _ => None,
     });
@@ -402,7 +451,7 @@ pub fn medallion<'s>(
         .clone()
         .join_map(
             product_attrs.clone(),
-            |_, f: &Fact, (category, brand): &(String, Option<String>)| {
+            |_, f: &Fact, (category, brand): &(Text, Option<Text>)| {
                 let mut f = f.clone();
                 f.category = Some(category.clone());
                 f.brand = brand.clone();
@@ -422,7 +471,7 @@ pub fn medallion<'s>(
         .clone()
         .join_map(
             customer_attrs.clone(),
-            |_, f: &Fact, (segment, country): &(Option<String>, Option<String>)| {
+            |_, f: &Fact, (segment, country): &(Option<Text>, Option<Text>)| {
                 let mut f = f.clone();
                 f.customer_segment = segment.clone();
                 f.customer_country = country.clone();
@@ -448,16 +497,16 @@ pub fn medallion<'s>(
         })
         .reduce(
             |_group,
-             lines: &[(&(String, i64, i64), isize)],
+             lines: &[(&(Text, i64, i64), isize)],
              out: &mut Vec<((i64, i64, i128), isize)>| {
                 let mut orders = 0i64;
                 let mut units = 0i64;
                 let mut revenue = 0i128;
                 let mut last: Option<&str> = None;
                 for ((order_id, qty, total), mult) in lines {
-                    if last != Some(order_id.as_str()) {
+                    if last != Some(&**order_id) {
                         orders += 1;
-                        last = Some(order_id.as_str());
+                        last = Some(&**order_id);
                     }
                     units += qty * *mult as i64;
                     revenue += *total as i128 * *mult as i128;
@@ -489,7 +538,7 @@ pub fn medallion<'s>(
         })
         .reduce(
             |_group,
-             orders: &[(&(i64, String, i64), isize)],
+             orders: &[(&(i64, Text, i64), isize)],
              out: &mut Vec<((i64, i128, i64, i64), isize)>| {
                 let count = orders.iter().map(|(_, m)| *m as i64).sum();
                 let revenue = orders
@@ -517,7 +566,7 @@ pub fn medallion<'s>(
             },
         );
 
-    let quarantine_rows = parsed.flat_map(|p| match p {
+    let quarantine_rows = quarantine_part.flat_map(|p| match p {
         Parsed::Quarantine(q) => Some(q),
         _ => None,
     });

@@ -75,6 +75,26 @@ pub fn run(
     config: &PipelineConfig,
 ) -> Result<Vec<TableRow>, EngineError> {
     let sink = FileSink::<TableRow>::new(state);
+    run_into(logs, &sink, workers, epoch_records, config)?;
+    let rows = sink
+        .read_state()
+        .map_err(|e| EngineError::Worker {
+            worker: 0,
+            message: e.to_string(),
+        })?
+        .map(|s| s.expanded_rows())
+        .unwrap_or_default();
+    Ok(rows)
+}
+
+/// Runs the pipeline over `logs` until they are drained, into any sink of table rows.
+pub fn run_into<S: Sink<TableRow>>(
+    logs: &[MemoryLog<KafkaRecord>],
+    sink: &S,
+    workers: usize,
+    epoch_records: usize,
+    config: &PipelineConfig,
+) -> Result<(), EngineError> {
     let checkpoint = sink.checkpoint().map_err(|e| EngineError::Worker {
         worker: 0,
         message: e.to_string(),
@@ -87,7 +107,7 @@ pub fn run(
             max_inflight_epochs: 4,
         },
         mode: RunMode::UntilIdle { idle_timeout: None },
-        batch: epoch_records.max(64),
+        batch: epoch_records.clamp(64, 64 * 1024),
     };
     let logs = logs.to_vec();
     let config = config.clone();
@@ -118,18 +138,5 @@ pub fn run(
                 .map_err(|e| e.to_string())
         })
     })?;
-    let rows = sink
-        .read_state()
-        .map_err(|e| EngineError::Worker {
-            worker: 0,
-            message: e.to_string(),
-        })?
-        .map(|s| {
-            s.rows
-                .into_iter()
-                .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(rows)
+    Ok(())
 }

@@ -227,7 +227,7 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         };
         match price {
             Some(p) => parsed.push(Item {
-                product_id: std::mem::take(&mut product_ids[i]),
+                product_id: std::mem::take(&mut product_ids[i]).into(),
                 quantity: quantities[i],
                 unit_price: p,
             }),
@@ -243,15 +243,16 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
 
     Ok(OrderEvent {
         event_ts,
-        event_id,
-        order_id,
+        event_id: event_id.into(),
+        order_id: order_id.into(),
         customer_id,
-        status,
+        status: status.into(),
         order_ts,
-        currency,
-        shipping_country,
-        shipping_city: free_text(shipping.get("city")),
-        payment_method: free_text(obj.get("payment_method")).map(|p| p.trim().to_lowercase()),
+        currency: currency.into(),
+        shipping_country: shipping_country.into(),
+        shipping_city: free_text(shipping.get("city")).map(Into::into),
+        payment_method: free_text(obj.get("payment_method"))
+            .map(|p| p.trim().to_lowercase().into()),
         items: parsed,
     })
 }
@@ -292,11 +293,7 @@ mod tests {
     fn a_good_event_is_normalised() {
         let e = validate(GOOD.as_bytes(), &Currencies::default()).unwrap();
         assert_eq!(
-            (
-                e.status.as_str(),
-                e.currency.as_str(),
-                e.shipping_country.as_str()
-            ),
+            (&*e.status, &*e.currency, &*e.shipping_country),
             ("paid", "EUR", "DE")
         );
         assert_eq!(e.payment_method.as_deref(), Some("card"));

@@ -125,15 +125,19 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<ProductVersio
             key.clone(),
         )
     })?;
-    let opt = |f: &str| col(f).filter(|v| !v.is_empty()).map(str::to_owned);
+    let opt = |f: &str| {
+        col(f)
+            .filter(|v| !v.is_empty())
+            .map(crate::rows::Text::from)
+    };
     let product = Product {
-        product_id: text("product_id").to_owned(),
+        product_id: text("product_id").into(),
         sku: opt("sku"),
-        name: text("name").to_owned(),
-        category: text("category").to_lowercase(),
+        name: text("name").into(),
+        category: text("category").to_lowercase().into(),
         brand: opt("brand"),
         list_price,
-        currency,
+        currency: currency.into(),
         active,
         updated_at,
     };
@@ -276,14 +280,9 @@ mod tests {
         );
         let m = &csv_messages("f.csv", csv.as_bytes())[0];
         let (_, p) = validate(&serde_json::to_vec(m).unwrap(), &Currencies::default()).unwrap();
-        assert_eq!(p.name, "A, \"quoted\"\nname");
+        assert_eq!(&*p.name, "A, \"quoted\"\nname");
         assert_eq!(
-            (
-                p.category.as_str(),
-                p.currency.as_str(),
-                p.active,
-                p.sku.clone()
-            ),
+            (&*p.category, &*p.currency, p.active, p.sku.clone()),
             ("toys", "EUR", true, None)
         );
         assert_eq!(m.line, 2);

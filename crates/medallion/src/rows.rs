@@ -3,7 +3,13 @@
 //! dates UTC day numbers, money cents.
 #![allow(missing_docs)]
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// Shared, immutable text: clones are reference-count bumps, not allocations (rows are cloned
+/// into every arrangement and join output).
+pub type Text = Arc<str>;
 
 use crate::money::Money;
 use crate::time::Micros;
@@ -14,23 +20,23 @@ pub struct OrderEvent {
     /// Ordering key first: the current event is the greatest `(event_ts, event_id)`.
     pub event_ts: Micros,
     /// Event id (dedup key).
-    pub event_id: String,
+    pub event_id: Text,
     /// Order id.
-    pub order_id: String,
+    pub order_id: Text,
     /// Customer id.
     pub customer_id: i64,
     /// Lowercase status.
-    pub status: String,
+    pub status: Text,
     /// Order timestamp.
     pub order_ts: Micros,
     /// Uppercase currency.
-    pub currency: String,
+    pub currency: Text,
     /// Uppercase country.
-    pub shipping_country: String,
+    pub shipping_country: Text,
     /// City as given.
-    pub shipping_city: Option<String>,
+    pub shipping_city: Option<Text>,
     /// Trimmed, lowercase.
-    pub payment_method: Option<String>,
+    pub payment_method: Option<Text>,
     /// The items in order.
     pub items: Vec<Item>,
 }
@@ -39,7 +45,7 @@ pub struct OrderEvent {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Item {
     /// Product id as given.
-    pub product_id: String,
+    pub product_id: Text,
     /// 1..=1000.
     pub quantity: i64,
     /// Unit price.
@@ -49,15 +55,15 @@ pub struct Item {
 /// `silver.orders`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SilverOrder {
-    pub order_id: String,
+    pub order_id: Text,
     pub customer_id: i64,
-    pub status: String,
+    pub status: Text,
     pub order_ts: Micros,
     pub event_ts: Micros,
-    pub currency: String,
-    pub shipping_country: String,
-    pub shipping_city: Option<String>,
-    pub payment_method: Option<String>,
+    pub currency: Text,
+    pub shipping_country: Text,
+    pub shipping_city: Option<Text>,
+    pub payment_method: Option<Text>,
     pub item_count: i64,
     pub order_total: Money,
 }
@@ -65,9 +71,9 @@ pub struct SilverOrder {
 /// `silver.order_items`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SilverOrderItem {
-    pub order_id: String,
+    pub order_id: Text,
     pub line_no: i64,
-    pub product_id: String,
+    pub product_id: Text,
     pub quantity: i64,
     pub unit_price: Money,
     pub line_total: Money,
@@ -76,13 +82,13 @@ pub struct SilverOrderItem {
 /// `silver.products` and `gold.dim_products`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Product {
-    pub product_id: String,
-    pub sku: Option<String>,
-    pub name: String,
-    pub category: String,
-    pub brand: Option<String>,
+    pub product_id: Text,
+    pub sku: Option<Text>,
+    pub name: Text,
+    pub category: Text,
+    pub brand: Option<Text>,
     pub list_price: Money,
-    pub currency: String,
+    pub currency: Text,
     pub active: bool,
     pub updated_at: Micros,
 }
@@ -91,11 +97,11 @@ pub struct Product {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Customer {
     pub customer_id: i64,
-    pub email: Option<String>,
-    pub full_name: Option<String>,
-    pub country: Option<String>,
-    pub city: Option<String>,
-    pub segment: Option<String>,
+    pub email: Option<Text>,
+    pub full_name: Option<Text>,
+    pub country: Option<Text>,
+    pub city: Option<Text>,
+    pub segment: Option<Text>,
     pub created_at: Option<Micros>,
     pub updated_at: Option<Micros>,
 }
@@ -104,11 +110,11 @@ pub struct Customer {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DimCustomer {
     pub customer_id: i64,
-    pub email: Option<String>,
-    pub full_name: Option<String>,
-    pub country: Option<String>,
-    pub city: Option<String>,
-    pub segment: Option<String>,
+    pub email: Option<Text>,
+    pub full_name: Option<Text>,
+    pub country: Option<Text>,
+    pub city: Option<Text>,
+    pub segment: Option<Text>,
     pub valid_from: Option<Micros>,
     pub valid_to: Option<Micros>,
     pub is_current: bool,
@@ -117,32 +123,32 @@ pub struct DimCustomer {
 /// `gold.fact_order_items`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fact {
-    pub order_id: String,
+    pub order_id: Text,
     pub line_no: i64,
     pub customer_id: i64,
-    pub product_id: String,
+    pub product_id: Text,
     pub order_ts: Micros,
     pub order_date: i32,
-    pub status: String,
-    pub currency: String,
+    pub status: Text,
+    pub currency: Text,
     pub quantity: i64,
     pub unit_price: Money,
     pub line_total: Money,
-    pub shipping_country: String,
-    pub payment_method: Option<String>,
-    pub category: Option<String>,
-    pub brand: Option<String>,
-    pub customer_segment: Option<String>,
-    pub customer_country: Option<String>,
+    pub shipping_country: Text,
+    pub payment_method: Option<Text>,
+    pub category: Option<Text>,
+    pub brand: Option<Text>,
+    pub customer_segment: Option<Text>,
+    pub customer_country: Option<Text>,
 }
 
 /// `gold.daily_sales`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DailySales {
     pub order_date: i32,
-    pub category: String,
-    pub shipping_country: String,
-    pub currency: String,
+    pub category: Text,
+    pub shipping_country: Text,
+    pub currency: Text,
     pub orders: i64,
     pub units: i64,
     /// Cents, `decimal(38,2)`.
@@ -153,7 +159,7 @@ pub struct DailySales {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CustomerLtv {
     pub customer_id: i64,
-    pub currency: String,
+    pub currency: Text,
     pub orders: i64,
     /// Cents, `decimal(38,2)`.
     pub revenue: i128,
@@ -175,13 +181,13 @@ pub struct Rejection {
 /// `silver.quarantine`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QuarantineRow {
-    pub source: String,
-    pub record_key: Option<String>,
-    pub rule: String,
-    pub detail: String,
+    pub source: Text,
+    pub record_key: Option<Text>,
+    pub rule: Text,
+    pub detail: Text,
     /// The payload as text (invalid UTF-8 replaced; the bronze table keeps the bytes).
-    pub payload: String,
-    pub topic: String,
+    pub payload: Text,
+    pub topic: Text,
     pub partition: i32,
     pub offset: i64,
     pub ingested_at: i64,
@@ -200,7 +206,7 @@ pub enum TableRow {
     DailySales(DailySales),
     CustomerLtv(CustomerLtv),
     /// Quarantine rows per `(source, rule)`.
-    QuarantineCount(String, String, i64),
+    QuarantineCount(Text, Text, i64),
     /// A `dq.results` row (append-only).
     Dq(alluvium_dq::DqResult),
 }
@@ -208,11 +214,11 @@ pub enum TableRow {
 /// A `bronze.*` row: one per Kafka message, the payload as it came.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BronzeRow {
-    pub topic: String,
+    pub topic: Text,
     pub partition: i32,
     pub offset: i64,
     /// `csv:<file>`, `postgres:<schema>.<table>`, or `kafka:<topic>` when the message does not say.
-    pub source: String,
+    pub source: Text,
     /// The epoch that wrote the row.
     pub batch_id: u64,
     /// The raw bytes (not necessarily UTF-8).

@@ -36,6 +36,19 @@ pub struct FileState<D> {
     pub rows: Vec<(D, isize)>,
 }
 
+impl<D> FileState<D> {
+    /// The rows, each repeated by its multiplicity.
+    pub fn expanded_rows(self) -> Vec<D>
+    where
+        D: Clone,
+    {
+        self.rows
+            .into_iter()
+            .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
+            .collect()
+    }
+}
+
 /// A sink that keeps a collection in `dir/state.json`.
 #[derive(Debug)]
 pub struct FileSink<D> {

@@ -1,0 +1,124 @@
+//! The cost of one small epoch on top of a large history: the medallion graph is loaded with
+//! `ALLUVIUM_BENCH_HISTORY` order events (default 2,000,000), then fed epochs of 1,000 new
+//! events; prints the history load rate, p50/p99/max latency per epoch, and peak RSS.
+//!
+//! `cargo bench -p alluvium-benches --bench medallion_incremental`
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use alluvium_connectors::kafka::KafkaRecord;
+use alluvium_medallion::generate::{generate, GeneratorConfig};
+use alluvium_medallion::{medallion, PipelineConfig, Topics};
+use differential_dataflow::input::Input;
+use hdrhistogram::Histogram;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let history: usize = std::env::var("ALLUVIUM_BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let workers: usize = std::env::var("ALLUVIUM_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    const EPOCH: usize = 1_000;
+    const EPOCHS: usize = 100;
+    let topics = Topics::with_prefix("");
+    // About 2.6 events per order.
+    let cfg = GeneratorConfig {
+        seed: 11,
+        orders: (history + EPOCH * EPOCHS) * 10 / 26,
+        products: 5_000,
+        customers: 100_000,
+        ..GeneratorConfig::default()
+    };
+    let t = Instant::now();
+    let messages = generate(&cfg, &topics);
+    let records: Arc<Vec<KafkaRecord>> = Arc::new(
+        messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| KafkaRecord {
+                topic: Arc::from(m.topic.as_str()),
+                partition: 0,
+                offset: i as i64,
+                key: m.key,
+                payload: Some(m.payload),
+                timestamp_ms: None,
+                ingested_at: 0,
+            })
+            .collect(),
+    );
+    let split = records.len().saturating_sub(EPOCH * EPOCHS);
+    eprintln!(
+        "generated {} messages in {:.1?}; history {} messages, then {EPOCHS} epochs of {EPOCH}",
+        records.len(),
+        t.elapsed(),
+        split
+    );
+
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let config = PipelineConfig::default();
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, records) = scope.new_collection::<KafkaRecord, isize>();
+            let outputs = medallion(records, &config);
+            let (probe, _) = outputs.tables.probe();
+            (input, probe)
+        });
+        let t = Instant::now();
+        for r in records[..split].iter().skip(index).step_by(peers) {
+            input.insert(r.clone());
+        }
+        input.advance_to(1);
+        input.flush();
+        worker.step_or_park_while(None, || probe.less_than(&1));
+        let load = t.elapsed();
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        for e in 0..EPOCHS {
+            let start = split + e * EPOCH;
+            let t = Instant::now();
+            for r in records[start..start + EPOCH].iter().skip(index).step_by(peers) {
+                input.insert(r.clone());
+            }
+            let next = e as u64 + 2;
+            input.advance_to(next);
+            input.flush();
+            worker.step_or_park_while(None, || probe.less_than(&next));
+            let _ = hist.record(t.elapsed().as_micros() as u64);
+        }
+        if index == 0 {
+            println!(
+                "medallion_incremental: workers={peers} history={split} messages loaded in {load:.2?} ({:.0} msg/s); \
+                 1k-event epoch latency p50={:.1} ms p99={:.1} ms max={:.1} ms; peak RSS {:.0} MiB",
+                split as f64 / load.as_secs_f64(),
+                hist.value_at_quantile(0.5) as f64 / 1000.0,
+                hist.value_at_quantile(0.99) as f64 / 1000.0,
+                hist.max() as f64 / 1000.0,
+                peak_rss_mib()
+            );
+        }
+    })
+    .expect("timely");
+    drop(guards);
+}
