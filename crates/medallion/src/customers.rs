@@ -65,13 +65,29 @@ fn customer(after: &serde_json::Map<String, Value>, customer_id: i64) -> Custome
     }
 }
 
-/// Parses one message of the customers topic. `Ok(None)` for tombstones.
+/// The customer id in a message key: `79`, `"79"`, `{"customer_id": 79}`, or Debezium's
+/// `{"schema": .., "payload": {"customer_id": 79}}`.
+fn key_id(key: Option<&[u8]>) -> Option<i64> {
+    let v: Value = serde_json::from_slice(key?).ok()?;
+    let v = match v.get("payload") {
+        Some(p) if v.get("schema").is_some() => p.clone(),
+        _ => v,
+    };
+    match &v {
+        Value::Object(o) => integer(o.get("customer_id")),
+        other => integer(Some(other)),
+    }
+}
+
+/// Parses one message of the customers topic. `Ok(None)` for tombstones (a null or empty
+/// value). A delete whose `before` image lacks the id takes it from the message key.
 pub fn parse(
     payload: Option<&[u8]>,
+    key: Option<&[u8]>,
     partition: i32,
     offset: i64,
 ) -> Result<Option<Change>, Rejection> {
-    let Some(payload) = payload else {
+    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
     let value: Value =
@@ -117,7 +133,8 @@ pub fn parse(
                 .get("before")
                 .and_then(Value::as_object)
                 .and_then(|b| integer(b.get("customer_id")))
-                .ok_or_else(|| invalid("delete without `before.customer_id`"))?;
+                .or_else(|| key_id(key))
+                .ok_or_else(|| invalid("delete without `before.customer_id` or a key"))?;
             Ok(Some(Change {
                 order,
                 customer_id: id,
@@ -188,11 +205,11 @@ mod tests {
         let c = br#"{"before":null,"after":{"customer_id":7,"email":" A@B.CO ","segment":" VIP ","country":"de","updated_at":"2026-01-01T00:00:00Z"},"source":{"lsn":10,"ts_ms":1000},"op":"c"}"#;
         let u = br#"{"schema":{},"payload":{"after":{"customer_id":7,"updated_at":"2026-02-01T00:00:00Z"},"source":{"lsn":20,"ts_ms":2000},"op":"u"}}"#;
         let d = br#"{"before":{"customer_id":7},"after":null,"source":{"lsn":30,"ts_ms":3000},"op":"d"}"#;
-        let c = parse(Some(c), 0, 0).unwrap().unwrap();
+        let c = parse(Some(c), None, 0, 0).unwrap().unwrap();
         assert_eq!(c.row.as_ref().unwrap().email.as_deref(), Some("a@b.co"));
         assert_eq!(c.row.as_ref().unwrap().segment.as_deref(), Some("vip"));
-        let u = parse(Some(u), 0, 1).unwrap().unwrap();
-        let d = parse(Some(d), 0, 2).unwrap().unwrap();
+        let u = parse(Some(u), None, 0, 1).unwrap().unwrap();
+        let d = parse(Some(d), None, 0, 2).unwrap().unwrap();
         assert_eq!(
             current(&[&c, &u]).unwrap().updated_at,
             u.row.as_ref().unwrap().updated_at
@@ -203,17 +220,27 @@ mod tests {
         assert_eq!(v[0].valid_to, v[1].valid_from);
         assert_eq!(v[1].valid_to, Some(3_000_000));
         assert!(!v[1].is_current);
-        assert_eq!(parse(None, 0, 3).unwrap(), None);
+        assert_eq!(parse(None, None, 0, 3).unwrap(), None);
+        assert_eq!(parse(Some(b""), None, 0, 3).unwrap(), None);
+        let keyed = parse(
+            Some(br#"{"op":"d","before":null,"source":{"lsn":40}}"#),
+            Some(br#"{"customer_id":7}"#),
+            0,
+            5,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((keyed.customer_id, keyed.row.is_none()), (7, true));
         assert_eq!(
-            parse(Some(b"nope"), 0, 4).unwrap_err().rule,
+            parse(Some(b"nope"), None, 0, 4).unwrap_err().rule,
             "invalid_change"
         );
         assert_eq!(
-            parse(Some(br#"{"op":"x"}"#), 0, 4).unwrap_err().rule,
+            parse(Some(br#"{"op":"x"}"#), None, 0, 4).unwrap_err().rule,
             "invalid_change"
         );
         assert_eq!(
-            parse(Some(br#"{"op":"d","before":null}"#), 0, 4)
+            parse(Some(br#"{"op":"d","before":null}"#), None, 0, 4)
                 .unwrap_err()
                 .rule,
             "invalid_change"

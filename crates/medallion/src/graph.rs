@@ -137,7 +137,12 @@ fn parse(r: KafkaRecord, config: &PipelineConfig) -> Option<Parsed> {
             },
         )
     } else if topic == topics.customers {
-        match customers::parse(r.payload.as_deref(), r.partition, r.offset) {
+        match customers::parse(
+            r.payload.as_deref(),
+            r.key.as_deref(),
+            r.partition,
+            r.offset,
+        ) {
             Ok(Some(c)) => Some(Parsed::Customer(c)),
             Ok(None) => None,
             Err(rej) => Some(quarantine("customers", &r, rej)),
