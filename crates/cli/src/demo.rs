@@ -83,6 +83,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         export_csv: Some(csv.clone()),
         batch: false,
         currencies: None,
+        warehouse_url: None,
+        pipeline_name: "medallion".into(),
         kafka_retries: 3,
         cluster: ClusterArgs {
             workers: args.workers,

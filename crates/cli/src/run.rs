@@ -6,6 +6,7 @@ use alluvium_connectors::kafka::{kafka_source, KafkaConfig};
 use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::{commit_sink, execute, Rehydration, ResumePlan, Sink, SourceOptions};
 use alluvium_medallion::codes::Currencies;
+use alluvium_medallion::warehouse::warehouse_sink;
 use alluvium_medallion::{medallion, PipelineConfig, TableRow, Topics};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -33,6 +34,13 @@ pub struct RunArgs {
     /// (implies --until-idle and 1,000,000-record epochs), into a fresh state directory.
     #[arg(long)]
     pub batch: bool,
+    /// PostgreSQL warehouse to keep the gold tables in (schema `gold`, progress in
+    /// `pipeline.progress`), e.g. `postgresql://user@host:5432/db`.
+    #[arg(long, env = "ALLUVIUM_WAREHOUSE_URL")]
+    pub warehouse_url: Option<String>,
+    /// Name of this pipeline in `pipeline.progress`.
+    #[arg(long, default_value = "medallion")]
+    pub pipeline_name: String,
     /// Accepted currencies, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub currencies: Option<Vec<String>>,
@@ -76,10 +84,19 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         ..SourceOptions::default()
     };
     let sink = FileSink::<TableRow>::new(args.state.join("tables"));
-    let checkpoint = sink
+    let warehouse = args
+        .warehouse_url
+        .as_deref()
+        .map(|url| warehouse_sink(url, &args.pipeline_name));
+    let mut checkpoints = vec![sink
         .checkpoint()
-        .context("reading the tables' checkpoint")?;
-    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart);
+        .context("reading the tables' checkpoint")?];
+    if let Some(w) = &warehouse {
+        checkpoints.push(w.checkpoint().context("reading the warehouse checkpoint")?);
+    }
+    // Sinks at different checkpoints (a crash between their commits) each get exactly the
+    // epochs they miss: every checkpoint becomes a replay boundary.
+    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
     let topics = config.topics.all();
     let table = sink.clone();
     let graph_config = config.clone();
@@ -96,6 +113,17 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 Some(probe.clone()),
             );
             let outputs = medallion(records, &graph_config);
+            if let Some(w) = &warehouse {
+                commit_sink(
+                    outputs.tables.clone(),
+                    positions.clone(),
+                    w,
+                    &plan,
+                    ctx,
+                    &probe,
+                )
+                .map_err(|e| e.to_string())?;
+            }
             commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
                 .map_err(|e| e.to_string())
         })

@@ -5,6 +5,8 @@
 //!
 //! - [`kafka`]: the Kafka source (a [`alluvium_engine::PartitionReader`] over rdkafka with
 //!   manual partition assignment), topic administration and a reliable producer.
+//! - [`warehouse`]: a PostgreSQL sink that applies each epoch's changes to keyed tables as
+//!   deletes and upserts in one transaction with the source positions.
 //!
 //! REST ingest, CSV files, PostgreSQL CDC, Iceberg and the warehouse follow the same pattern:
 //! the engine owns epochs and the commit protocol; a connector only moves bytes.
@@ -12,3 +14,4 @@
 #![warn(missing_docs)]
 
 pub mod kafka;
+pub mod warehouse;

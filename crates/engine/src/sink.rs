@@ -21,9 +21,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use differential_dataflow::collection::VecCollection;
+use differential_dataflow::hashable::Hashable;
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Capability, Probe};
@@ -150,7 +151,7 @@ pub fn commit_sink<'s, D, S>(
     probe: &ProbeHandle<Epoch>,
 ) -> Result<(), SinkError>
 where
-    D: Ord + Clone + 'static,
+    D: timely::ExchangeData + Hashable<Output: Into<u64>> + Ord + Clone,
     S: Sink<D>,
 {
     let name = sink.name();
@@ -165,10 +166,15 @@ where
     // Stage: per worker, buffer updates by epoch until the frontier passes it.
     let stage_ctx = ctx.clone();
     let stage_name = name.clone();
-    let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> =
-        collection
-            .inner
-            .unary_frontier(Pipeline, &format!("Stage {name}"), move |_cap, _info| {
+    let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> = collection
+        .inner
+        // Route each row by its hash, so that all changes of a row meet on one worker and
+        // staging consolidates them globally (a collection assembled by `concat`, e.g. a
+        // left join, may hold a row's +1 and -1 on different workers).
+        .unary_frontier(
+            Exchange::new(|(row, _, _): &(D, Epoch, isize)| row.hashed().into()),
+            &format!("Stage {name}"),
+            move |_cap, _info| {
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<(D, isize)>)> =
                     BTreeMap::new();
                 move |(input, frontier), output| {
@@ -203,7 +209,8 @@ where
                         }
                     }
                 }
-            });
+            },
+        );
 
     // Commit: on worker 0, once both the staged pieces and the positions have passed an epoch.
     let commit_ctx = ctx.clone();

@@ -10,6 +10,7 @@
 //! - [`memory`]: running the pipeline over in-memory messages (tests, benches).
 //! - [`generate`]: a deterministic generator of realistic, dirty input at any size.
 //! - [`fixture`]: a case folder (like `tests/fixtures/sample-small`) as Kafka messages.
+//! - [`warehouse`]: the gold tables of the PostgreSQL warehouse and their row mapping.
 //! - [`money`], [`time`], [`codes`]: exact decimals, spec timestamps, code lists.
 
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod orders;
 pub mod products;
 pub mod rows;
 pub mod time;
+pub mod warehouse;
 
 pub use graph::{medallion, PipelineConfig, Topics};
 pub use rows::TableRow;

@@ -1,0 +1,469 @@
+//! The PostgreSQL warehouse sink: keyed tables kept equal to a collection, exactly once.
+//!
+//! Each epoch's consolidated changes are applied in ONE transaction: for every table, the
+//! retracted rows are deleted by key and the inserted rows are upserted (`INSERT … ON CONFLICT
+//! DO UPDATE`), and `pipeline.progress` gets the epoch and the source positions. Rows travel as
+//! one array parameter per column (`unnest`), so an epoch costs a handful of statements
+//! whatever its size.
+//!
+//! Exactly once: the progress row only moves forward (`… WHERE progress.epoch < new epoch`);
+//! a writer that finds it already at or past its epoch rolls back — a stale writer is fenced
+//! by the database itself. On start, [`PgSink::checkpoint`] reads the progress row.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluvium_engine::{Checkpoint, Epoch, Positions, Sink, SinkCommitter, SinkError, SinkWriter};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls};
+
+/// A column type of a warehouse table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgType {
+    /// `text`
+    Text,
+    /// `bigint`
+    BigInt,
+    /// `numeric(p, s)`
+    Numeric(u8, u8),
+    /// `timestamptz` (values as RFC 3339 text)
+    Timestamptz,
+    /// `date` (values as `YYYY-MM-DD`)
+    Date,
+    /// `boolean`
+    Boolean,
+}
+
+impl PgType {
+    fn sql(self) -> String {
+        match self {
+            PgType::Text => "text".into(),
+            PgType::BigInt => "bigint".into(),
+            PgType::Numeric(p, s) => format!("numeric({p},{s})"),
+            PgType::Timestamptz => "timestamptz".into(),
+            PgType::Date => "date".into(),
+            PgType::Boolean => "boolean".into(),
+        }
+    }
+    fn array(self) -> &'static str {
+        match self {
+            PgType::BigInt => "int8[]",
+            PgType::Boolean => "bool[]",
+            _ => "text[]",
+        }
+    }
+}
+
+/// A value of a row, in the representation that travels to PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PgValue {
+    /// For text, numeric, timestamptz and date columns.
+    Text(Option<String>),
+    /// For bigint columns.
+    Int(Option<i64>),
+    /// For boolean columns.
+    Bool(Option<bool>),
+}
+
+/// A keyed table: the first `key` columns form the primary key.
+#[derive(Clone, Debug)]
+pub struct PgTable {
+    /// Qualified name, e.g. `gold.daily_sales`.
+    pub name: String,
+    /// Columns in order.
+    pub columns: Vec<(String, PgType)>,
+    /// Number of leading key columns.
+    pub key: usize,
+}
+
+/// Maps a collection row to `(table index, values)`, or `None` for rows of no table.
+pub type RowMapper<D> = fn(&D) -> Option<(usize, Vec<PgValue>)>;
+
+/// The warehouse sink.
+pub struct PgSink<D> {
+    url: String,
+    pipeline: String,
+    tables: Arc<Vec<PgTable>>,
+    mapper: RowMapper<D>,
+    _rows: PhantomData<fn() -> D>,
+}
+
+impl<D> Clone for PgSink<D> {
+    fn clone(&self) -> Self {
+        PgSink {
+            url: self.url.clone(),
+            pipeline: self.pipeline.clone(),
+            tables: self.tables.clone(),
+            mapper: self.mapper,
+            _rows: PhantomData,
+        }
+    }
+}
+
+fn transient(context: &str) -> impl FnOnce(tokio_postgres::Error) -> SinkError + '_ {
+    move |e| {
+        // Connection-level failures may heal; SQL errors will not.
+        match e.as_db_error() {
+            Some(db) => SinkError::Fatal(format!(
+                "{context}: {} ({})",
+                db.message(),
+                db.code().code()
+            )),
+            None => SinkError::Transient(format!("{context}: {e}")),
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, SinkError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SinkError::Fatal(format!("starting an async runtime: {e}")))
+}
+
+async fn connect(url: &str) -> Result<Client, SinkError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| SinkError::Transient(format!("connecting to the warehouse: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "warehouse connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl<D> PgSink<D> {
+    /// A sink for `tables` at `url` (`postgresql://user@host:port/db`), recording progress under
+    /// `pipeline` in `pipeline.progress`.
+    pub fn new(
+        url: impl Into<String>,
+        pipeline: impl Into<String>,
+        tables: Vec<PgTable>,
+        mapper: RowMapper<D>,
+    ) -> Self {
+        PgSink {
+            url: url.into(),
+            pipeline: pipeline.into(),
+            tables: Arc::new(tables),
+            mapper,
+            _rows: PhantomData,
+        }
+    }
+
+    /// The DDL that creates the schemas, tables and the progress table (idempotent).
+    pub fn ddl(&self) -> Vec<String> {
+        let mut out = vec![
+            "CREATE SCHEMA IF NOT EXISTS pipeline".to_string(),
+            "CREATE TABLE IF NOT EXISTS pipeline.progress (pipeline text PRIMARY KEY, epoch bigint NOT NULL, \
+             positions jsonb NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())"
+                .to_string(),
+        ];
+        for t in self.tables.iter() {
+            if let Some((schema, _)) = t.name.split_once('.') {
+                out.push(format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+            }
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .map(|(c, ty)| format!("{c} {}", ty.sql()))
+                .collect();
+            let key: Vec<&str> = t.columns[..t.key].iter().map(|(c, _)| c.as_str()).collect();
+            out.push(format!(
+                "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+                t.name,
+                cols.join(", "),
+                key.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Runs `op` with a connection, retrying connection failures with backoff.
+    fn with_client<T>(
+        &self,
+        what: &str,
+        op: impl AsyncFnOnce(&Client) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let mut delay = Duration::from_millis(200);
+            let mut attempt = 0;
+            let client = loop {
+                match connect(&self.url).await {
+                    Ok(c) => break c,
+                    Err(e) if attempt < 5 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "{what}: warehouse unreachable, retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            op(&client).await
+        })
+    }
+}
+
+impl<D: 'static> Sink<D> for PgSink<D> {
+    type Staged = Vec<(u32, Vec<PgValue>, i64)>;
+    type Writer = PgWriter<D>;
+    type Committer = PgCommitter;
+
+    fn name(&self) -> String {
+        format!("warehouse:{}", self.pipeline)
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+        let ddl = self.ddl();
+        let pipeline = self.pipeline.clone();
+        self.with_client(
+            "reading the warehouse checkpoint",
+            async move |client: &Client| {
+                for stmt in &ddl {
+                    client
+                        .batch_execute(stmt)
+                        .await
+                        .map_err(transient("creating the warehouse tables"))?;
+                }
+                let row = client
+                    .query_opt(
+                        "SELECT epoch, positions::text FROM pipeline.progress WHERE pipeline = $1",
+                        &[&pipeline],
+                    )
+                    .await
+                    .map_err(transient("reading pipeline.progress"))?;
+                let Some(row) = row else { return Ok(None) };
+                let epoch: i64 = row.get(0);
+                let positions: String = row.get(1);
+                let positions: Positions = serde_json::from_str(&positions).map_err(|e| {
+                    SinkError::Fatal(format!("pipeline.progress positions are corrupt: {e}"))
+                })?;
+                Ok(Some(Checkpoint {
+                    epoch: epoch as Epoch,
+                    positions,
+                }))
+            },
+        )
+    }
+
+    fn writer(&self, _worker: usize) -> Result<PgWriter<D>, SinkError> {
+        Ok(PgWriter {
+            mapper: self.mapper,
+            _rows: PhantomData,
+        })
+    }
+
+    fn committer(&self) -> Result<PgCommitter, SinkError> {
+        Ok(PgCommitter {
+            url: self.url.clone(),
+            pipeline: self.pipeline.clone(),
+            tables: self.tables.clone(),
+            runtime: Some(runtime()?),
+            client: None,
+        })
+    }
+}
+
+/// Maps each worker's changes to table rows.
+pub struct PgWriter<D> {
+    mapper: RowMapper<D>,
+    _rows: PhantomData<fn() -> D>,
+}
+
+impl<D: 'static> SinkWriter<D> for PgWriter<D> {
+    type Staged = Vec<(u32, Vec<PgValue>, i64)>;
+
+    fn stage(
+        &mut self,
+        _epoch: Epoch,
+        updates: Vec<(D, isize)>,
+    ) -> Result<Option<Self::Staged>, SinkError> {
+        let rows: Self::Staged = updates
+            .iter()
+            .filter_map(|(row, diff)| (self.mapper)(row).map(|(t, v)| (t as u32, v, *diff as i64)))
+            .collect();
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+}
+
+/// Applies an epoch in one transaction.
+pub struct PgCommitter {
+    url: String,
+    pipeline: String,
+    tables: Arc<Vec<PgTable>>,
+    /// Taken out while an epoch is applied (the connection task lives on it).
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Option<Client>,
+}
+
+/// One array parameter per column.
+fn column_arrays(
+    ty: &[(String, PgType)],
+    rows: &[&Vec<PgValue>],
+) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    (0..ty.len())
+        .map(|c| -> Box<dyn ToSql + Sync + Send> {
+            match ty[c].1 {
+                PgType::BigInt => Box::new(
+                    rows.iter()
+                        .map(|r| match &r[c] {
+                            PgValue::Int(v) => *v,
+                            _ => None,
+                        })
+                        .collect::<Vec<Option<i64>>>(),
+                ),
+                PgType::Boolean => Box::new(
+                    rows.iter()
+                        .map(|r| match &r[c] {
+                            PgValue::Bool(v) => *v,
+                            _ => None,
+                        })
+                        .collect::<Vec<Option<bool>>>(),
+                ),
+                _ => Box::new(
+                    rows.iter()
+                        .map(|r| match &r[c] {
+                            PgValue::Text(v) => v.clone(),
+                            _ => None,
+                        })
+                        .collect::<Vec<Option<String>>>(),
+                ),
+            }
+        })
+        .collect()
+}
+
+impl PgCommitter {
+    async fn apply(
+        &mut self,
+        epoch: Epoch,
+        staged: &[Vec<(u32, Vec<PgValue>, i64)>],
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(connect(&self.url).await?);
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(SinkError::Transient("no warehouse connection".into()));
+        };
+        let tx = client
+            .transaction()
+            .await
+            .map_err(transient("starting the warehouse transaction"))?;
+        for (i, table) in self.tables.iter().enumerate() {
+            let rows = staged.iter().flatten().filter(|(t, _, _)| *t as usize == i);
+            let (deletes, upserts): (Vec<_>, Vec<_>) = rows.partition(|(_, _, d)| *d < 0);
+            let cols = &table.columns;
+            let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
+            if !deletes.is_empty() {
+                let keys: Vec<&Vec<PgValue>> = deletes.iter().map(|(_, v, _)| v).collect();
+                let params = column_arrays(&cols[..table.key], &keys);
+                let unnest: Vec<String> = (0..table.key)
+                    .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
+                    .collect();
+                let cond: Vec<String> = (0..table.key)
+                    .map(|k| format!("t.{0} = d.{0}::{1}", names[k], cols[k].1.sql()))
+                    .collect();
+                let sql = format!(
+                    "DELETE FROM {} t USING unnest({}) AS d({}) WHERE {}",
+                    table.name,
+                    unnest.join(", "),
+                    names[..table.key].join(", "),
+                    cond.join(" AND ")
+                );
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                tx.execute(&sql, &refs)
+                    .await
+                    .map_err(transient(&format!("deleting from {}", table.name)))?;
+            }
+            if !upserts.is_empty() {
+                let values: Vec<&Vec<PgValue>> = upserts.iter().map(|(_, v, _)| v).collect();
+                let params = column_arrays(cols, &values);
+                let unnest: Vec<String> = (0..cols.len())
+                    .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
+                    .collect();
+                let select: Vec<String> = (0..cols.len())
+                    .map(|k| format!("d.{}::{}", names[k], cols[k].1.sql()))
+                    .collect();
+                let update: Vec<String> = names[table.key..]
+                    .iter()
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect();
+                let on_conflict = if update.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    format!("DO UPDATE SET {}", update.join(", "))
+                };
+                let sql = format!(
+                    "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS d({}) ON CONFLICT ({}) {}",
+                    table.name,
+                    names.join(", "),
+                    select.join(", "),
+                    unnest.join(", "),
+                    names.join(", "),
+                    names[..table.key].join(", "),
+                    on_conflict
+                );
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                tx.execute(&sql, &refs)
+                    .await
+                    .map_err(transient(&format!("upserting into {}", table.name)))?;
+            }
+        }
+        let positions = serde_json::to_string(positions)
+            .map_err(|e| SinkError::Fatal(format!("encoding positions: {e}")))?;
+        let moved = tx
+            .execute(
+                "INSERT INTO pipeline.progress (pipeline, epoch, positions) VALUES ($1, $2, $3::text::jsonb) \
+                 ON CONFLICT (pipeline) DO UPDATE SET epoch = EXCLUDED.epoch, positions = EXCLUDED.positions, committed_at = now() \
+                 WHERE pipeline.progress.epoch < EXCLUDED.epoch",
+                &[&self.pipeline, &(epoch as i64), &positions],
+            )
+            .await
+            .map_err(transient("recording progress"))?;
+        if moved != 1 {
+            // Another writer committed this epoch (or a later one): fence ourselves off.
+            let _ = tx.rollback().await;
+            return Err(SinkError::Fatal(format!(
+                "warehouse progress of `{}` is already at or past epoch {epoch}: a stale writer was fenced",
+                self.pipeline
+            )));
+        }
+        tx.commit()
+            .await
+            .map_err(transient("committing the warehouse transaction"))?;
+        Ok(())
+    }
+}
+
+impl SinkCommitter for PgCommitter {
+    type Staged = Vec<(u32, Vec<PgValue>, i64)>;
+
+    fn commit(
+        &mut self,
+        epoch: Epoch,
+        staged: &[Self::Staged],
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
+        let rt = match self.runtime.take() {
+            Some(rt) => rt,
+            None => runtime()?,
+        };
+        let result = rt.block_on(self.apply(epoch, staged, positions));
+        self.runtime = Some(rt);
+        if matches!(result, Err(SinkError::Transient(_))) {
+            self.client = None;
+        }
+        result
+    }
+}

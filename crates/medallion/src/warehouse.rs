@@ -1,0 +1,202 @@
+//! The gold tables of the PostgreSQL warehouse (spec §4): their schema, keys, and how
+//! [`TableRow`]s map onto them for [`alluvium_connectors::warehouse::PgSink`].
+
+use alluvium_connectors::warehouse::{PgSink, PgTable, PgType, PgValue};
+
+use crate::money::format_cents;
+use crate::rows::{TableRow, Text};
+use crate::time::{format_date, format_ts};
+
+fn table(name: &str, key: usize, columns: &[(&str, PgType)]) -> PgTable {
+    PgTable {
+        name: name.into(),
+        columns: columns.iter().map(|(c, t)| (c.to_string(), *t)).collect(),
+        key,
+    }
+}
+
+/// The five gold tables, primary keys first.
+pub fn gold_tables() -> Vec<PgTable> {
+    use PgType::*;
+    let money = Numeric(18, 2);
+    let sum = Numeric(38, 2);
+    vec![
+        table(
+            "gold.dim_customers",
+            2,
+            &[
+                ("customer_id", BigInt),
+                ("valid_from", Timestamptz),
+                ("email", Text),
+                ("full_name", Text),
+                ("country", Text),
+                ("city", Text),
+                ("segment", Text),
+                ("valid_to", Timestamptz),
+                ("is_current", Boolean),
+            ],
+        ),
+        table(
+            "gold.dim_products",
+            1,
+            &[
+                ("product_id", Text),
+                ("sku", Text),
+                ("name", Text),
+                ("category", Text),
+                ("brand", Text),
+                ("list_price", money),
+                ("currency", Text),
+                ("active", Boolean),
+                ("updated_at", Timestamptz),
+            ],
+        ),
+        table(
+            "gold.fact_order_items",
+            2,
+            &[
+                ("order_id", Text),
+                ("line_no", BigInt),
+                ("customer_id", BigInt),
+                ("product_id", Text),
+                ("order_ts", Timestamptz),
+                ("order_date", Date),
+                ("status", Text),
+                ("currency", Text),
+                ("quantity", BigInt),
+                ("unit_price", money),
+                ("line_total", money),
+                ("shipping_country", Text),
+                ("payment_method", Text),
+                ("category", Text),
+                ("brand", Text),
+                ("customer_segment", Text),
+                ("customer_country", Text),
+            ],
+        ),
+        table(
+            "gold.daily_sales",
+            4,
+            &[
+                ("order_date", Date),
+                ("category", Text),
+                ("shipping_country", Text),
+                ("currency", Text),
+                ("orders", BigInt),
+                ("units", BigInt),
+                ("revenue", sum),
+            ],
+        ),
+        table(
+            "gold.customer_ltv",
+            2,
+            &[
+                ("customer_id", BigInt),
+                ("currency", Text),
+                ("orders", BigInt),
+                ("revenue", sum),
+                ("first_order_ts", Timestamptz),
+                ("last_order_ts", Timestamptz),
+            ],
+        ),
+    ]
+}
+
+fn t(v: &Text) -> PgValue {
+    PgValue::Text(Some(v.to_string()))
+}
+fn ot(v: &Option<Text>) -> PgValue {
+    PgValue::Text(v.as_ref().map(|s| s.to_string()))
+}
+fn s(v: String) -> PgValue {
+    PgValue::Text(Some(v))
+}
+fn i(v: i64) -> PgValue {
+    PgValue::Int(Some(v))
+}
+
+/// The warehouse row of a table row, `None` for rows that are not gold. A `dim_customers`
+/// version without `valid_from` (a change without `updated_at`) has no key and is skipped.
+pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
+    Some(match row {
+        TableRow::DimCustomer(d) => (
+            0,
+            vec![
+                i(d.customer_id),
+                s(format_ts(d.valid_from?)),
+                ot(&d.email),
+                ot(&d.full_name),
+                ot(&d.country),
+                ot(&d.city),
+                ot(&d.segment),
+                PgValue::Text(d.valid_to.map(format_ts)),
+                PgValue::Bool(Some(d.is_current)),
+            ],
+        ),
+        TableRow::DimProduct(p) => (
+            1,
+            vec![
+                t(&p.product_id),
+                ot(&p.sku),
+                t(&p.name),
+                t(&p.category),
+                ot(&p.brand),
+                s(p.list_price.to_string()),
+                t(&p.currency),
+                PgValue::Bool(Some(p.active)),
+                s(format_ts(p.updated_at)),
+            ],
+        ),
+        TableRow::Fact(f) => (
+            2,
+            vec![
+                t(&f.order_id),
+                i(f.line_no),
+                i(f.customer_id),
+                t(&f.product_id),
+                s(format_ts(f.order_ts)),
+                s(format_date(f.order_date)),
+                t(&f.status),
+                t(&f.currency),
+                i(f.quantity),
+                s(f.unit_price.to_string()),
+                s(f.line_total.to_string()),
+                t(&f.shipping_country),
+                ot(&f.payment_method),
+                ot(&f.category),
+                ot(&f.brand),
+                ot(&f.customer_segment),
+                ot(&f.customer_country),
+            ],
+        ),
+        TableRow::DailySales(d) => (
+            3,
+            vec![
+                s(format_date(d.order_date)),
+                t(&d.category),
+                t(&d.shipping_country),
+                t(&d.currency),
+                i(d.orders),
+                i(d.units),
+                s(format_cents(d.revenue)),
+            ],
+        ),
+        TableRow::CustomerLtv(l) => (
+            4,
+            vec![
+                i(l.customer_id),
+                t(&l.currency),
+                i(l.orders),
+                s(format_cents(l.revenue)),
+                s(format_ts(l.first_order_ts)),
+                s(format_ts(l.last_order_ts)),
+            ],
+        ),
+        _ => return None,
+    })
+}
+
+/// The warehouse sink of the medallion pipeline.
+pub fn warehouse_sink(url: &str, pipeline: &str) -> PgSink<TableRow> {
+    PgSink::new(url, pipeline, gold_tables(), gold_row)
+}
