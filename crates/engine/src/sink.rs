@@ -175,16 +175,37 @@ where
             Exchange::new(|(row, _, _): &(D, Epoch, isize)| row.hashed().into()),
             &format!("Stage {name}"),
             move |_cap, _info| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<(D, isize)>)> =
-                    BTreeMap::new();
+                /// An epoch's buffered changes; consolidated whenever they double, so that
+                /// churn within a long epoch (+row, -row, ...) does not pile up.
+                struct Buffer<D> {
+                    cap: Capability<Epoch>,
+                    updates: Vec<(D, isize)>,
+                    consolidated: usize,
+                }
+                let mut pending: BTreeMap<Epoch, Buffer<D>> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
                         for batch in data {
-                            for (row, time, diff) in batch.drain(..) {
-                                let entry = pending
-                                    .entry(time)
-                                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                                entry.1.push((row, diff));
+                            let mut rows = batch.drain(..).peekable();
+                            while let Some((row, time, diff)) = rows.next() {
+                                let buffer = pending.entry(time).or_insert_with(|| Buffer {
+                                    cap: cap.delayed(&time, 0),
+                                    updates: Vec::new(),
+                                    consolidated: 0,
+                                });
+                                buffer.updates.push((row, diff));
+                                // Records of a batch mostly share one time: append them in one go.
+                                while let Some((row, _, diff)) =
+                                    rows.next_if(|(_, t, _)| *t == time)
+                                {
+                                    buffer.updates.push((row, diff));
+                                }
+                                if buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16) {
+                                    differential_dataflow::consolidation::consolidate(
+                                        &mut buffer.updates,
+                                    );
+                                    buffer.consolidated = buffer.updates.len();
+                                }
                             }
                         }
                     });
@@ -193,7 +214,9 @@ where
                         if frontier.less_equal(&epoch) {
                             break;
                         }
-                        let (cap, mut updates) = entry.remove();
+                        let Buffer {
+                            cap, mut updates, ..
+                        } = entry.remove();
                         if committed.is_some_and(|c| epoch <= c) || stage_ctx.failed() {
                             continue;
                         }

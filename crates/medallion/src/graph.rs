@@ -582,17 +582,21 @@ pub fn medallion<'s>(
         .map(|((source, rule), n)| TableRow::QuarantineCount(source, rule, n as i64));
 
     let tables = silver_orders
-        .map(TableRow::SilverOrder)
-        .concat(silver_items.map(TableRow::SilverOrderItem))
-        .concat(products.clone().map(TableRow::SilverProduct))
-        .concat(products.map(TableRow::DimProduct))
-        .concat(customers_now.map(TableRow::SilverCustomer))
-        .concat(dim_customers.map(TableRow::DimCustomer))
-        .concat(facts.map(TableRow::Fact))
-        .concat(daily_sales.map(TableRow::DailySales))
-        .concat(customer_ltv.map(TableRow::CustomerLtv))
+        .map(|r| TableRow::SilverOrder(Arc::new(r)))
+        .concat(silver_items.map(|r| TableRow::SilverOrderItem(Arc::new(r))))
+        .concat(
+            products
+                .clone()
+                .map(|r| TableRow::SilverProduct(Arc::new(r))),
+        )
+        .concat(products.map(|r| TableRow::DimProduct(Arc::new(r))))
+        .concat(customers_now.map(|r| TableRow::SilverCustomer(Arc::new(r))))
+        .concat(dim_customers.map(|r| TableRow::DimCustomer(Arc::new(r))))
+        .concat(facts.map(|r| TableRow::Fact(Arc::new(r))))
+        .concat(daily_sales.map(|r| TableRow::DailySales(Arc::new(r))))
+        .concat(customer_ltv.map(|r| TableRow::CustomerLtv(Arc::new(r))))
         .concat(quarantine_counts)
-        .concat(dq.map(TableRow::Dq));
+        .concat(dq.map(|r| TableRow::Dq(Arc::new(r))));
     Outputs {
         tables,
         quarantine: quarantine_rows,
