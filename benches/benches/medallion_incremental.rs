@@ -80,9 +80,10 @@ fn main() {
         let index = worker.index();
         let peers = worker.peers();
         let config = PipelineConfig::default();
+        let ctx = alluvium_engine::WorkerContext::new(index, peers);
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, records) = scope.new_collection::<KafkaRecord, isize>();
-            let outputs = medallion(records, &config);
+            let outputs = medallion(records, &config, &ctx);
             let (probe, _) = outputs.tables.probe();
             (input, probe)
         });

@@ -112,7 +112,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 &plan,
                 Some(probe.clone()),
             );
-            let outputs = medallion(records, &graph_config);
+            let outputs = medallion(records, &graph_config, ctx);
             if let Some(w) = &warehouse {
                 commit_sink(
                     outputs.tables.clone(),

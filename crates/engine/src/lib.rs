@@ -35,6 +35,7 @@
 //! - [`source`]: a partitioned in-memory source, the reference implementation of the source
 //!   contract (the Kafka source lives in `alluvium-connectors`).
 //! - [`runtime`]: running a pipeline on N threads × P processes.
+//! - [`latest`]: the greatest value per key of an insert-only collection, in O(keys) memory.
 //! - [`demo`]: the demo graph (count and sum per key) used by the CLI demo, benches and tests.
 
 #![warn(missing_docs)]
@@ -42,6 +43,7 @@
 pub mod demo;
 pub mod epoch;
 pub mod error;
+pub mod latest;
 pub mod position;
 pub mod resume;
 pub mod runtime;

@@ -2,7 +2,7 @@
 //! incrementally by differential operators (reduce and join over arrangements).
 //!
 //! ```text
-//! records ─► parse+validate ─┬─ order events ─► latest per order (reduce) ─┬─► silver.orders ─► customer_ltv
+//! records ─► parse+validate ─┬─ order events ─► latest per order (upsert) ─┬─► silver.orders ─► customer_ltv
 //!                            │                                             └─► silver.order_items ─► facts
 //!                            ├─ product versions ─► latest per product ─► silver.products / dim_products ─┐
 //!                            ├─ customer changes ─► current per customer ─► silver.customers ─────────────┤
@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use alluvium_connectors::kafka::KafkaRecord;
 use alluvium_dq::{dq_results, Check, RuleSet, Severity};
-use alluvium_engine::Epoch;
+use alluvium_engine::latest::latest_by_key;
+use alluvium_engine::{Epoch, WorkerContext};
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Map;
@@ -281,6 +282,7 @@ pub struct Outputs<'s> {
 pub fn medallion<'s>(
     records: VecCollection<'s, Epoch, KafkaRecord>,
     config: &PipelineConfig,
+    ctx: &WorkerContext,
 ) -> Outputs<'s> {
     let topics = config.topics.clone();
     let bronze = records
@@ -346,13 +348,7 @@ pub fn medallion<'s>(
         Parsed::Order(e) => Some((e.order_id.clone(), e)),
         _ => None,
     });
-    let current = events.reduce(
-        |_order, events: &[(&OrderEvent, isize)], out: &mut Vec<(OrderEvent, isize)>| {
-            if let Some((last, _)) = events.last() {
-                out.push(((*last).clone(), 1));
-            }
-        },
-    );
+    let current = latest_by_key(events, "LatestOrderEvent", ctx);
     let silver_orders = current.clone().map(|(_, e)| SilverOrder {
         order_total: crate::money::Money(
             e.items
@@ -406,38 +402,21 @@ pub fn medallion<'s>(
     });
 
     // Silver products: the valid version with the greatest (updated_at, file, line).
-    let products = product_part
-        .flat_map(|p| match p {
-            Parsed::Product((order, product)) => {
-                Some((product.product_id.clone(), (order, product)))
-            }
-            _ => None,
-        })
-        .reduce(
-            |_id, versions: &[(&ProductVersion, isize)], out: &mut Vec<(Product, isize)>| {
-                if let Some((last, _)) = versions.last() {
-                    out.push((last.1.clone(), 1));
-                }
-            },
-        )
-        .map(|(_, p)| p);
+    let products = product_part.flat_map(|p| match p {
+        Parsed::Product((order, product)) => Some((product.product_id.clone(), (order, product))),
+        _ => None,
+    });
+    let products =
+        latest_by_key(products, "LatestProduct", ctx).map(|(_, (_, p)): (Text, ProductVersion)| p);
 
     // Silver customers and dim_customers, from the change stream in log order.
     let changes = customer_part.flat_map(|p| match p {
         Parsed::Customer(c) => Some((c.customer_id, c)),
         _ => None,
     });
-    let customers_now = changes
-        .clone()
-        .reduce(
-            |_id, changes: &[(&Change, isize)], out: &mut Vec<(Customer, isize)>| {
-                let ordered: Vec<&Change> = changes.iter().map(|(c, _)| *c).collect();
-                if let Some(row) = customers::current(&ordered) {
-                    out.push((row, 1));
-                }
-            },
-        )
-        .map(|(_, c)| c);
+    // The current row is the last change in log order; a delete (no row) removes it.
+    let customers_now =
+        latest_by_key(changes.clone(), "LatestCustomerChange", ctx).flat_map(|(_, c)| c.row);
     let dim_customers = changes
         .reduce(
             |_id, changes: &[(&Change, isize)], out: &mut Vec<(DimCustomer, isize)>| {

@@ -133,7 +133,7 @@ pub fn run_into<S: Sink<TableRow>>(
             let records = differential_dataflow::collection::concatenate(scope, records);
             let positions =
                 timely::dataflow::operators::Concatenate::concatenate(&scope, positions);
-            let outputs = medallion(records, &config);
+            let outputs = medallion(records, &config, ctx);
             commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
                 .map_err(|e| e.to_string())
         })
