@@ -188,6 +188,99 @@ fn a_rerun_after_completion_changes_nothing() {
     );
 }
 
+/// Two sinks of one pipeline, one of which crashes (stopping the run) after a few commits:
+/// they end up at different checkpoints, every checkpoint becomes a replay boundary, and after
+/// the restart both equal the reference without committing any epoch twice.
+fn run_two(
+    log: &MemoryLog<(u32, i64)>,
+    a: &Path,
+    b: &Path,
+    workers: usize,
+    max_records: usize,
+    crash_a: Option<usize>,
+) -> Result<(), String> {
+    let log = log.clone();
+    let sink_a = CrashingSink {
+        inner: FileSink::new(a),
+        budget: crash_a.map(|n| Arc::new(AtomicUsize::new(n))),
+    };
+    let sink_b = CrashingSink {
+        inner: FileSink::new(b),
+        budget: None,
+    };
+    let checkpoints = [
+        sink_a.checkpoint().map_err(|e| e.to_string())?,
+        sink_b.checkpoint().map_err(|e| e.to_string())?,
+    ];
+    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
+    let options = SourceOptions {
+        epochs: EpochPolicy {
+            max_records,
+            max_duration: Duration::from_secs(60),
+            max_inflight_epochs: 2,
+        },
+        mode: RunMode::UntilIdle { idle_timeout: None },
+        batch: max_records.max(64),
+    };
+    execute(&ClusterConfig::single(workers), move |worker, ctx| {
+        let probe = ProbeHandle::new();
+        worker.dataflow(|scope| {
+            let (records, positions) = partitioned_source(
+                scope,
+                "memory",
+                ctx,
+                &options,
+                &plan,
+                Some(probe.clone()),
+                |src| Ok(log.reader(src.worker.index, src.worker.peers, &plan)),
+            );
+            let stats = keyed_stats(records);
+            commit_sink(
+                stats.clone(),
+                positions.clone(),
+                &sink_a,
+                &plan,
+                ctx,
+                &probe,
+            )
+            .map_err(|e| e.to_string())?;
+            commit_sink(stats, positions, &sink_b, &plan, ctx, &probe).map_err(|e| e.to_string())
+        })
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn sinks_at_different_checkpoints_each_get_what_they_miss() {
+    let mut diverged = 0;
+    for (seed, crash) in [(3u64, 1usize), (4, 2), (5, 4), (6, 3)] {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let log = make_log(seed, 4, 800);
+        let first = run_two(&log, a.path(), b.path(), 2, 100, Some(crash));
+        assert!(first.is_err(), "the first run should have crashed");
+        let ca = FileSink::<Row>::new(a.path())
+            .read_state()
+            .unwrap()
+            .map(|s| s.epoch);
+        let cb = FileSink::<Row>::new(b.path())
+            .read_state()
+            .unwrap()
+            .map(|s| s.epoch);
+        if ca != cb {
+            diverged += 1;
+        }
+        run_two(&log, a.path(), b.path(), 1, 150, None).unwrap();
+        check(&log, a.path());
+        check(&log, b.path());
+    }
+    assert!(
+        diverged > 0,
+        "no case left the sinks at different checkpoints"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, .. ProptestConfig::default() })]
 
