@@ -49,10 +49,11 @@ const RULES: [(&str, &[&str]); 2] = [
     ),
 ];
 
+/// A table as `(file name, header, rows)`.
+pub type CsvTable = (&'static str, Vec<&'static str>, Vec<Vec<String>>);
+
 /// Every table as `(file name, header, rows)`, rows sorted.
-pub fn tables<'a>(
-    rows: impl IntoIterator<Item = &'a TableRow>,
-) -> Vec<(&'static str, Vec<&'static str>, Vec<Vec<String>>)> {
+pub fn tables<'a>(rows: impl IntoIterator<Item = &'a TableRow>) -> Vec<CsvTable> {
     let mut by_file: BTreeMap<&'static str, Vec<Vec<String>>> = BTreeMap::new();
     let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
     for (source, rules) in RULES {

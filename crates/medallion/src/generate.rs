@@ -329,10 +329,9 @@ pub fn generate(cfg: &GeneratorConfig, topics: &Topics) -> Vec<Message> {
             _ => None,
         };
         for seq in 0..steps + usize::from(final_status.is_some()) {
-            let status = if seq < steps {
-                STATUSES[seq]
-            } else {
-                final_status.unwrap_or("delivered")
+            let status = match STATUSES.get(seq) {
+                Some(s) if seq < steps => *s,
+                _ => final_status.unwrap_or("delivered"),
             };
             let broken = rng
                 .random_bool(cfg.invalid_rate)

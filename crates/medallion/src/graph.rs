@@ -153,6 +153,9 @@ fn parse(r: KafkaRecord, config: &PipelineConfig) -> Option<Parsed> {
     }
 }
 
+/// `(orders, revenue cents, first order_ts, last order_ts)` of a customer and currency.
+type LtvAggregate = (i64, i128, i64, i64);
+
 fn not_revenue(status: &str) -> bool {
     status == "cancelled" || status == "refunded"
 }
@@ -523,7 +526,7 @@ pub fn medallion<'s>(
         .reduce(
             |_group,
              orders: &[(&(i64, Text, i64), isize)],
-             out: &mut Vec<((i64, i128, i64, i64), isize)>| {
+             out: &mut Vec<(LtvAggregate, isize)>| {
                 let count = orders.iter().map(|(_, m)| *m as i64).sum();
                 let revenue = orders
                     .iter()

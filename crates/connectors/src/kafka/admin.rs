@@ -41,19 +41,15 @@ pub fn ensure_topic(
     let results = config.with_retries(&format!("creating topic {topic}"), || {
         rt.block_on(admin.create_topics([&new], &opts))
     })?;
-    for r in results {
-        match r {
-            Ok(_) => return Ok(true),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
-            Err((name, code)) => {
-                return Err(KafkaConnectorError::Client {
-                    context: format!("creating topic {name}"),
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                })
-            }
-        }
+    // One topic was asked for, so there is one result.
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((name, code))) => Err(KafkaConnectorError::Client {
+            context: format!("creating topic {name}"),
+            source: rdkafka::error::KafkaError::AdminOp(code),
+        }),
     }
-    Ok(false)
 }
 
 /// The high watermark (next offset to be written) of every partition of `topic`.

@@ -167,7 +167,7 @@ impl KafkaReader {
 
         let mut consumer = consumer;
         let w = wake.clone();
-        consumer.set_nonempty_callback(move || w());
+        consumer.set_nonempty_callback(w);
         let consumer = Arc::new(consumer);
         let mut queues = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -178,7 +178,7 @@ impl KafkaReader {
                     reason: format!("could not open a queue for {id}"),
                 })?;
             let w = wake.clone();
-            q.set_nonempty_callback(move || w());
+            q.set_nonempty_callback(w);
             queues.push(q);
         }
         let topics: Vec<Arc<str>> = ids.iter().map(|p| Arc::from(p.topic.as_str())).collect();
