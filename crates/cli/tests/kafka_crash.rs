@@ -109,6 +109,14 @@ fn wait_all(children: Vec<Child>, timeout: Duration) -> Vec<std::process::ExitSt
         .collect()
 }
 
+/// Waits until the file table in `state` has a commit.
+fn wait_for_commit(state: &Path, timeout: Duration) {
+    let start = Instant::now();
+    while !state.join("commits.log").exists() && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn crash_and_recover(workers: usize, processes: usize, seed: u64) {
     let config = KafkaConfig::new(brokers());
     let topic = unique("crash");
@@ -133,10 +141,14 @@ fn crash_and_recover(workers: usize, processes: usize, seed: u64) {
         })
     };
     let mut kills = 0;
-    for _ in 0..6 {
+    for round in 0..6 {
         base_port += processes as u16;
         // Continuous mode: the process only stops when killed.
         let mut children = spawn(&topic, &state, workers, processes, base_port, &[]);
+        if round == 0 {
+            // However loaded the machine, let the first run commit something before the kill.
+            wait_for_commit(&state, Duration::from_secs(30));
+        }
         // A cluster of processes needs about a second to connect (timely retries every second).
         let window = if processes > 1 {
             1_200..2_600
