@@ -31,7 +31,7 @@ const IDLE_RECHECK: Duration = Duration::from_millis(500);
 
 /// How long a reader must look drained before it reports exhaustion. Guards against a fetch
 /// in flight at the moment the end offset (possibly stale, see `drained`) was reached.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 /// Reads the partitions of `topics` owned by one worker.
 pub struct KafkaReader {
