@@ -36,6 +36,7 @@
 //!   contract (the Kafka source lives in `alluvium-connectors`).
 //! - [`runtime`]: running a pipeline on N threads × P processes.
 //! - [`latest`]: the greatest value per key of an insert-only collection, in O(keys) memory.
+//! - [`left_join`]: a left outer join that arranges its large side once.
 //! - [`demo`]: the demo graph (count and sum per key) used by the CLI demo, benches and tests.
 
 #![warn(missing_docs)]
@@ -44,6 +45,7 @@ pub mod demo;
 pub mod epoch;
 pub mod error;
 pub mod latest;
+pub mod left_join;
 pub mod position;
 pub mod resume;
 pub mod runtime;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use alluvium_connectors::kafka::KafkaRecord;
 use alluvium_dq::{dq_results, Check, RuleSet, Severity};
 use alluvium_engine::latest::latest_by_key;
+use alluvium_engine::left_join::left_join;
 use alluvium_engine::{Epoch, WorkerContext};
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -434,42 +435,33 @@ pub fn medallion<'s>(
     let product_attrs = products
         .clone()
         .map(|p| (p.product_id.clone(), (p.category.clone(), p.brand.clone())));
-    let with_product = by_product
-        .clone()
-        .join_map(
-            product_attrs.clone(),
-            |_, f: &Fact, (category, brand): &(Text, Option<Text>)| {
-                let mut f = f.clone();
+    let with_product = left_join(
+        by_product,
+        product_attrs,
+        |f: &Fact, attrs: Option<&(Text, Option<Text>)>| {
+            let mut f = f.clone();
+            if let Some((category, brand)) = attrs {
                 f.category = Some(category.clone());
                 f.brand = brand.clone();
-                f
-            },
-        )
-        .concat(
-            by_product
-                .antijoin(product_attrs.map(|(k, _)| k))
-                .map(|(_, f)| f),
-        );
-    let by_customer = with_product.map(|f| (f.customer_id, f));
+            }
+            f
+        },
+    );
     let customer_attrs = customers_now
         .clone()
         .map(|c| (c.customer_id, (c.segment.clone(), c.country.clone())));
-    let facts = by_customer
-        .clone()
-        .join_map(
-            customer_attrs.clone(),
-            |_, f: &Fact, (segment, country): &(Option<Text>, Option<Text>)| {
-                let mut f = f.clone();
+    let facts = left_join(
+        with_product.map(|f| (f.customer_id, f)),
+        customer_attrs,
+        |f: &Fact, attrs: Option<&(Option<Text>, Option<Text>)>| {
+            let mut f = f.clone();
+            if let Some((segment, country)) = attrs {
                 f.customer_segment = segment.clone();
                 f.customer_country = country.clone();
-                f
-            },
-        )
-        .concat(
-            by_customer
-                .antijoin(customer_attrs.map(|(k, _)| k))
-                .map(|(_, f)| f),
-        );
+            }
+            f
+        },
+    );
 
     // Gold aggregates over orders that count as revenue.
     let daily_sales = facts
