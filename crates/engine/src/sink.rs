@@ -136,6 +136,24 @@ pub fn retry_transient<T>(
     }
 }
 
+/// Sums the diffs of equal rows and drops rows whose diff is zero. Unlike differential's
+/// `consolidate` (a stable merge sort), it sorts in place without allocating: sinks do not
+/// care about the order of rows, only about their net changes.
+pub fn consolidate_unstable<D: Ord>(updates: &mut Vec<(D, isize)>) {
+    updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut write = 0;
+    for read in 0..updates.len() {
+        if write > 0 && updates[write - 1].0 == updates[read].0 {
+            updates[write - 1].1 += updates[read].1;
+        } else {
+            updates.swap(write, read);
+            write += 1;
+        }
+    }
+    updates.truncate(write);
+    updates.retain(|(_, d)| *d != 0);
+}
+
 /// Attaches `sink` to `collection`: stages each epoch's consolidated changes on every worker and
 /// commits them once per epoch on worker 0, together with the source `positions`.
 ///
@@ -201,9 +219,7 @@ where
                                     buffer.updates.push((row, diff));
                                 }
                                 if buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16) {
-                                    differential_dataflow::consolidation::consolidate(
-                                        &mut buffer.updates,
-                                    );
+                                    consolidate_unstable(&mut buffer.updates);
                                     buffer.consolidated = buffer.updates.len();
                                 }
                             }
@@ -220,7 +236,7 @@ where
                         if committed.is_some_and(|c| epoch <= c) || stage_ctx.failed() {
                             continue;
                         }
-                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        consolidate_unstable(&mut updates);
                         if updates.is_empty() {
                             continue;
                         }
@@ -319,4 +335,20 @@ where
     );
     committed_stream.probe_with(probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consolidate_unstable;
+
+    #[test]
+    fn consolidation_sums_and_drops_zeros() {
+        let mut v = vec![("b", 1), ("a", 2), ("b", -1), ("c", 1), ("a", 1), ("c", 0)];
+        consolidate_unstable(&mut v);
+        v.sort();
+        assert_eq!(v, vec![("a", 3), ("c", 1)]);
+        let mut empty: Vec<(u8, isize)> = Vec::new();
+        consolidate_unstable(&mut empty);
+        assert!(empty.is_empty());
+    }
 }
