@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let run_args = RunArgs {
         brokers: config.brokers.clone(),
         topic_prefix: String::new(),
-        state: state.clone(),
+        state: Some(state.clone()),
         export_csv: Some(csv.clone()),
         batch: false,
         currencies: None,

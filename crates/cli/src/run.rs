@@ -23,9 +23,11 @@ pub struct RunArgs {
     /// Prefix of the topic names (`orders`, `products`, `customers`).
     #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
     pub topic_prefix: String,
-    /// Directory of the pipeline's committed tables.
-    #[arg(long, default_value = "alluvium-state")]
-    pub state: PathBuf,
+    /// Directory of the pipeline's committed tables. Default:
+    /// `alluvium-state/<topic prefix>-<hash of the brokers>`, so that runs against other
+    /// topics or another cluster never resume from each other's checkpoints.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
     /// Also write every silver/gold table and the quarantine counts as CSV into this directory
     /// when the run ends (with --until-idle).
     #[arg(long)]
@@ -53,20 +55,37 @@ pub struct RunArgs {
     pub epochs: EpochArgs,
 }
 
+/// The default state directory of a pipeline reading `prefix*` topics on `brokers`.
+fn default_state(brokers: &str, prefix: &str) -> PathBuf {
+    let hash = brokers.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let prefix = if prefix.is_empty() {
+        "default"
+    } else {
+        prefix.trim_end_matches(['-', '.', '_'])
+    };
+    PathBuf::from("alluvium-state").join(format!("{prefix}-{:08x}", hash as u32))
+}
+
 /// Entry point of `alluvium run`.
 pub fn run(mut args: RunArgs) -> Result<()> {
     let mut kafka = KafkaConfig::new(args.brokers.clone());
     kafka.retries = args.kafka_retries;
     kafka.validate()?;
     let cluster = args.cluster.config()?;
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| default_state(&args.brokers, &args.topic_prefix));
     if args.batch {
         args.epochs.until_idle = true;
         args.epochs.epoch_records = args.epochs.epoch_records.max(1_000_000);
         args.epochs.epoch_ms = args.epochs.epoch_ms.max(60_000);
-        if args.state.join("tables").exists() {
+        if state.join("tables").exists() {
             anyhow::bail!(
                 "invalid configuration `--state`: batch mode rebuilds every table from history; {} already holds tables",
-                args.state.display()
+                state.display()
             );
         }
     }
@@ -83,7 +102,8 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         mode: args.epochs.mode(),
         ..SourceOptions::default()
     };
-    let sink = FileSink::<TableRow>::new(args.state.join("tables"));
+    tracing::info!(state = %state.display(), "committed tables");
+    let sink = FileSink::<TableRow>::new(state.join("tables"));
     let warehouse = args
         .warehouse_url
         .as_deref()
