@@ -257,3 +257,24 @@ fn killed_pipeline_leaves_an_exact_warehouse() {
         "an epoch was committed twice"
     );
 }
+
+#[test]
+fn unreachable_warehouse_is_reported_after_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let out = alluvium(&run_args(
+        "none-",
+        dir.path(),
+        "postgresql://postgres@127.0.0.1:1/nothing",
+        &["--until-idle"],
+    ))
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("warehouse unreachable after 6 attempts"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+}

@@ -200,7 +200,12 @@ impl<D> PgSink<D> {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        return Err(SinkError::Transient(format!(
+                            "{what}: warehouse unreachable after {} attempts: {e}",
+                            attempt + 1
+                        )))
+                    }
                 }
             };
             op(&client).await
