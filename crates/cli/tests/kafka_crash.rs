@@ -15,20 +15,10 @@ use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::PartitionId;
 use rand::{Rng, SeedableRng};
 
+mod common;
+use common::{brokers, unique};
+
 type Row = (String, i64, i64);
-
-fn brokers() -> String {
-    std::env::var("ALLUVIUM_KAFKA_BROKERS")
-        .expect("ALLUVIUM_KAFKA_BROKERS is not set: start the test services with `scripts/services.sh up` (or run scripts/test.sh)")
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// Produces `count` messages from `seed`; returns them.
 fn produce(config: &KafkaConfig, topic: &str, seed: u64, count: usize) -> Vec<(String, i64)> {

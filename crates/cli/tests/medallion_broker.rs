@@ -2,51 +2,16 @@
 //! `alluvium run --until-idle --export-csv`, and compare every table with `expected/`:
 //! streaming with small epochs on 2 workers, batch mode, and streaming with SIGKILLs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
-fn brokers() -> String {
-    std::env::var("ALLUVIUM_KAFKA_BROKERS")
-        .expect("ALLUVIUM_KAFKA_BROKERS is not set: start the test services with `scripts/services.sh up` (or run scripts/test.sh)")
-}
-
-fn case() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sample-small")
-}
-
-fn alluvium(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_alluvium"))
-        .args(args)
-        .env("ALLUVIUM_KAFKA_BROKERS", brokers())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running alluvium")
-}
-
-fn ok(args: &[&str]) {
-    let out = alluvium(args);
-    assert!(
-        out.status.success(),
-        "alluvium {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+use common::{alluvium, case, load_sample as load, ok, sorted_csv};
 
 fn rows(path: &Path, drop_last: bool) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut rows: Vec<Vec<String>> = r
-        .records()
-        .map(|rec| {
-            let mut v: Vec<String> = rec.unwrap().iter().map(str::to_owned).collect();
-            if drop_last {
-                v.pop();
-            }
-            v
-        })
-        .collect();
-    rows.sort();
-    rows
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sorted_csv(&text, true, drop_last)
 }
 
 fn assert_matches_expected(export: &Path) {
@@ -70,22 +35,8 @@ fn assert_matches_expected(export: &Path) {
     }
 }
 
-fn load(prefix: &str) {
-    ok(&[
-        "fixture",
-        "load",
-        case().to_str().unwrap(),
-        "--topic-prefix",
-        prefix,
-    ]);
-}
-
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}-", std::process::id())
+    format!("{}-", common::unique(name))
 }
 
 #[test]
@@ -94,7 +45,7 @@ fn streaming_and_batch_give_the_expected_tables() {
     load(&prefix);
     let dir = tempfile::tempdir().unwrap();
     let (state, export) = (dir.path().join("stream"), dir.path().join("stream-csv"));
-    ok(&[
+    ok([
         "run",
         "--topic-prefix",
         &prefix,
@@ -113,7 +64,7 @@ fn streaming_and_batch_give_the_expected_tables() {
     assert_matches_expected(&export);
 
     let (state, export) = (dir.path().join("batch"), dir.path().join("batch-csv"));
-    ok(&[
+    ok([
         "run",
         "--topic-prefix",
         &prefix,
@@ -126,14 +77,16 @@ fn streaming_and_batch_give_the_expected_tables() {
     assert_matches_expected(&export);
 
     // Batch mode refuses to overwrite existing tables.
-    let out = alluvium(&[
+    let out = alluvium([
         "run",
         "--topic-prefix",
         &prefix,
         "--state",
         state.to_str().unwrap(),
         "--batch",
-    ]);
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--state"));
 }
 
@@ -165,10 +118,7 @@ fn killed_and_restarted_pipeline_gives_the_expected_tables() {
         v
     };
     for (i, delay) in [150u64, 400, 250, 600].into_iter().enumerate() {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_alluvium"))
-            .args(run_args(&["-w", if i % 2 == 0 { "1" } else { "2" }]))
-            .env("ALLUVIUM_KAFKA_BROKERS", brokers())
-            .env("RUST_LOG", "error")
+        let mut child = alluvium(run_args(&["-w", if i % 2 == 0 { "1" } else { "2" }]))
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -189,7 +139,7 @@ fn killed_and_restarted_pipeline_gives_the_expected_tables() {
         "2",
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&args);
+    ok(args);
     assert_matches_expected(&export);
     let commits = std::fs::read_to_string(state.join("tables/commits.log")).unwrap();
     let epochs: Vec<u64> = commits.lines().map(|l| l.parse().unwrap()).collect();

@@ -3,20 +3,15 @@
 //! the file-table commit and the warehouse commit) and a restart: the warehouse equals the
 //! expected tables and the committed file tables, and its progress row equals theirs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use alluvium_connectors::warehouse::PgType;
 use alluvium_medallion::warehouse::gold_tables;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start the test services with `scripts/services.sh up` (or run scripts/test.sh)"))
-}
-
-fn case() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sample-small")
-}
+mod common;
+use common::{alluvium, case, load_sample as load, service_env as env, sorted_csv, unique};
 
 fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
@@ -40,32 +35,6 @@ fn fresh_database(name: &str) -> String {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("ALLUVIUM_PG_URL has no database: {admin}"),
     }
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-fn sorted_csv(text: &str, header: bool, drop_last: bool) -> Vec<Vec<String>> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(header)
-        .from_reader(text.as_bytes());
-    let mut rows: Vec<Vec<String>> = r
-        .records()
-        .map(|rec| {
-            let mut v: Vec<String> = rec.unwrap().iter().map(str::to_owned).collect();
-            if drop_last {
-                v.pop();
-            }
-            v
-        })
-        .collect();
-    rows.sort();
-    rows
 }
 
 /// Every gold table of the warehouse equals `expected/<table>.csv`.
@@ -149,38 +118,13 @@ fn run_args(prefix: &str, state: &Path, url: &str, extra: &[&str]) -> Vec<String
     v
 }
 
-fn alluvium(args: &[String]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_alluvium"));
-    c.args(args)
-        .env("ALLUVIUM_KAFKA_BROKERS", env("ALLUVIUM_KAFKA_BROKERS"))
-        .env("RUST_LOG", "error");
-    c
-}
-
-fn load(prefix: &str) {
-    let out = alluvium(&[
-        "fixture".into(),
-        "load".into(),
-        case().to_string_lossy().into_owned(),
-        "--topic-prefix".into(),
-        prefix.into(),
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn gold_tables_in_the_warehouse_equal_the_expected() {
     let prefix = format!("{}-", unique("wh"));
     load(&prefix);
     let url = fresh_database(&unique("wh"));
     let dir = tempfile::tempdir().unwrap();
-    let out = alluvium(&run_args(
+    let out = alluvium(run_args(
         &prefix,
         dir.path(),
         &url,
@@ -204,7 +148,7 @@ fn gold_tables_in_the_warehouse_equal_the_expected() {
             .unwrap();
     assert_eq!(epoch.trim(), state["epoch"].to_string());
     // A rerun commits nothing new and changes nothing.
-    let out = alluvium(&run_args(&prefix, dir.path(), &url, &["--until-idle"]))
+    let out = alluvium(run_args(&prefix, dir.path(), &url, &["--until-idle"]))
         .output()
         .unwrap();
     assert!(
@@ -222,7 +166,7 @@ fn killed_pipeline_leaves_an_exact_warehouse() {
     let url = fresh_database(&unique("whkill"));
     let dir = tempfile::tempdir().unwrap();
     for delay in [300u64, 700, 450, 900, 600] {
-        let mut child = alluvium(&run_args(
+        let mut child = alluvium(run_args(
             &prefix,
             dir.path(),
             &url,
@@ -236,7 +180,7 @@ fn killed_pipeline_leaves_an_exact_warehouse() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let out = alluvium(&run_args(
+    let out = alluvium(run_args(
         &prefix,
         dir.path(),
         &url,
@@ -262,7 +206,7 @@ fn killed_pipeline_leaves_an_exact_warehouse() {
 fn unreachable_warehouse_is_reported_after_retries() {
     let dir = tempfile::tempdir().unwrap();
     let start = std::time::Instant::now();
-    let out = alluvium(&run_args(
+    let out = alluvium(run_args(
         "none-",
         dir.path(),
         "postgresql://postgres@127.0.0.1:1/nothing",

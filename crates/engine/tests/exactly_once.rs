@@ -93,25 +93,31 @@ fn make_log(seed: u64, partitions: usize, per_partition: usize) -> MemoryLog<(u3
     }
 }
 
-fn run(
-    log: &MemoryLog<(u32, i64)>,
-    dir: &Path,
-    workers: usize,
-    max_records: usize,
-    crash_after: Option<usize>,
-) -> Result<(), String> {
-    let log = log.clone();
-    let sink = CrashingSink {
+fn crashing(dir: &Path, crash_after: Option<usize>) -> CrashingSink {
+    CrashingSink {
         inner: FileSink::new(dir),
         budget: crash_after.map(|n| Arc::new(AtomicUsize::new(n))),
-    };
-    let checkpoint = sink.checkpoint().map_err(|e| e.to_string())?;
-    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart);
+    }
+}
+
+/// Runs the demo graph over `log` into every sink, resuming from all their checkpoints.
+fn run_sinks(
+    log: &MemoryLog<(u32, i64)>,
+    sinks: Vec<CrashingSink>,
+    workers: usize,
+    max_records: usize,
+) -> Result<(), String> {
+    let log = log.clone();
+    let mut checkpoints = Vec::new();
+    for sink in &sinks {
+        checkpoints.push(sink.checkpoint().map_err(|e| e.to_string())?);
+    }
+    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
     let options = SourceOptions {
         epochs: EpochPolicy {
             max_records,
             max_duration: Duration::from_secs(60),
-            max_inflight_epochs: 3,
+            max_inflight_epochs: 2,
         },
         mode: RunMode::UntilIdle { idle_timeout: None },
         batch: max_records.max(64),
@@ -129,11 +135,25 @@ fn run(
                 |src| Ok(log.reader(src.worker.index, src.worker.peers, &plan)),
             );
             let stats = keyed_stats(records);
-            commit_sink(stats, positions, &sink, &plan, ctx, &probe).map_err(|e| e.to_string())
+            for sink in &sinks {
+                commit_sink(stats.clone(), positions.clone(), sink, &plan, ctx, &probe)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })
     })
     .map(|_| ())
     .map_err(|e| e.to_string())
+}
+
+fn run(
+    log: &MemoryLog<(u32, i64)>,
+    dir: &Path,
+    workers: usize,
+    max_records: usize,
+    crash_after: Option<usize>,
+) -> Result<(), String> {
+    run_sinks(log, vec![crashing(dir, crash_after)], workers, max_records)
 }
 
 fn check(log: &MemoryLog<(u32, i64)>, dir: &Path) {
@@ -199,56 +219,12 @@ fn run_two(
     max_records: usize,
     crash_a: Option<usize>,
 ) -> Result<(), String> {
-    let log = log.clone();
-    let sink_a = CrashingSink {
-        inner: FileSink::new(a),
-        budget: crash_a.map(|n| Arc::new(AtomicUsize::new(n))),
-    };
-    let sink_b = CrashingSink {
-        inner: FileSink::new(b),
-        budget: None,
-    };
-    let checkpoints = [
-        sink_a.checkpoint().map_err(|e| e.to_string())?,
-        sink_b.checkpoint().map_err(|e| e.to_string())?,
-    ];
-    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
-    let options = SourceOptions {
-        epochs: EpochPolicy {
-            max_records,
-            max_duration: Duration::from_secs(60),
-            max_inflight_epochs: 2,
-        },
-        mode: RunMode::UntilIdle { idle_timeout: None },
-        batch: max_records.max(64),
-    };
-    execute(&ClusterConfig::single(workers), move |worker, ctx| {
-        let probe = ProbeHandle::new();
-        worker.dataflow(|scope| {
-            let (records, positions) = partitioned_source(
-                scope,
-                "memory",
-                ctx,
-                &options,
-                &plan,
-                Some(probe.clone()),
-                |src| Ok(log.reader(src.worker.index, src.worker.peers, &plan)),
-            );
-            let stats = keyed_stats(records);
-            commit_sink(
-                stats.clone(),
-                positions.clone(),
-                &sink_a,
-                &plan,
-                ctx,
-                &probe,
-            )
-            .map_err(|e| e.to_string())?;
-            commit_sink(stats, positions, &sink_b, &plan, ctx, &probe).map_err(|e| e.to_string())
-        })
-    })
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    run_sinks(
+        log,
+        vec![crashing(a, crash_a), crashing(b, None)],
+        workers,
+        max_records,
+    )
 }
 
 #[test]

@@ -21,32 +21,8 @@ fn opt_ts(v: Option<Micros>) -> String {
 
 /// The rules listed in `quarantine_counts.csv` even when nothing broke them.
 const RULES: [(&str, &[&str]); 2] = [
-    (
-        "orders",
-        &[
-            "json_parse",
-            "missing_field",
-            "invalid_customer_id",
-            "invalid_status",
-            "invalid_timestamp",
-            "invalid_currency",
-            "invalid_country",
-            "invalid_items",
-            "invalid_quantity",
-            "invalid_price",
-        ],
-    ),
-    (
-        "products",
-        &[
-            "csv_parse",
-            "missing_field",
-            "invalid_price",
-            "invalid_currency",
-            "invalid_boolean",
-            "invalid_timestamp",
-        ],
-    ),
+    ("orders", &crate::orders::RULES),
+    ("products", &crate::products::RULES),
 ];
 
 /// A table as `(file name, header, rows)`.

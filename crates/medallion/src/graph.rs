@@ -173,28 +173,10 @@ fn checked_table(source: &str) -> &'static str {
 /// The rules of spec §3 with their severities, for `dq.results`.
 pub fn rule_set() -> RuleSet {
     let mut rules = RuleSet::default();
-    for r in [
-        "json_parse",
-        "missing_field",
-        "invalid_customer_id",
-        "invalid_status",
-        "invalid_timestamp",
-        "invalid_currency",
-        "invalid_country",
-        "invalid_items",
-        "invalid_quantity",
-        "invalid_price",
-    ] {
+    for r in crate::orders::RULES {
         rules = rules.rule("silver.orders", r, Severity::Drop, None);
     }
-    for r in [
-        "csv_parse",
-        "missing_field",
-        "invalid_price",
-        "invalid_currency",
-        "invalid_boolean",
-        "invalid_timestamp",
-    ] {
+    for r in products::RULES {
         rules = rules.rule("silver.products", r, Severity::Drop, None);
     }
     rules

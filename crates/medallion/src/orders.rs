@@ -7,6 +7,20 @@ use crate::money::Money;
 use crate::rows::{Item, OrderEvent, Rejection};
 use crate::time::parse_rfc3339;
 
+/// The order rules of spec §3.1, in the order they are checked.
+pub const RULES: [&str; 10] = [
+    "json_parse",
+    "missing_field",
+    "invalid_customer_id",
+    "invalid_status",
+    "invalid_timestamp",
+    "invalid_currency",
+    "invalid_country",
+    "invalid_items",
+    "invalid_quantity",
+    "invalid_price",
+];
+
 fn reject(rule: &'static str, detail: impl Into<String>, key: &Option<String>) -> Rejection {
     Rejection {
         rule,

@@ -37,6 +37,16 @@ pub struct ProductMessage {
 /// meaning "ingested later" (files are ingested in name order).
 pub type ProductVersion = ((Micros, String, u64), Product);
 
+/// The product rules of spec §3.2, in the order they are checked.
+pub const RULES: [&str; 6] = [
+    "csv_parse",
+    "missing_field",
+    "invalid_price",
+    "invalid_currency",
+    "invalid_boolean",
+    "invalid_timestamp",
+];
+
 /// Trims spaces and tabs only (interior newlines are kept).
 fn trim(s: &str) -> &str {
     s.trim_matches([' ', '\t'])
