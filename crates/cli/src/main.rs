@@ -6,6 +6,7 @@ mod cluster;
 mod demo;
 mod fixture;
 mod keyed_stats;
+mod lake;
 mod produce;
 mod run;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Test cases: `alluvium fixture load DIR` produces a case folder into the topics.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
+    /// The Iceberg lake: `alluvium lake export --lake DIR --out DIR`.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
 }
 
 fn main() {
@@ -63,6 +67,7 @@ fn main() {
         Command::Produce(args) => produce::run(args),
         Command::Run(args) => run::run(args),
         Command::Fixture(cmd) => fixture::run(cmd),
+        Command::Lake(cmd) => lake::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,6 +6,7 @@ use alluvium_connectors::kafka::{kafka_source, KafkaConfig};
 use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::{commit_sink, execute, Rehydration, ResumePlan, Sink, SourceOptions};
 use alluvium_medallion::codes::Currencies;
+use alluvium_medallion::lake::LakeSinks;
 use alluvium_medallion::warehouse::warehouse_sink;
 use alluvium_medallion::{medallion, PipelineConfig, TableRow, Topics};
 use anyhow::{Context, Result};
@@ -49,6 +50,8 @@ pub struct RunArgs {
     /// Start-up retries (exponential backoff) before the brokers are reported unreachable.
     #[arg(long, default_value_t = 5)]
     pub kafka_retries: u32,
+    #[command(flatten)]
+    pub lake: crate::lake::LakeArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -108,11 +111,24 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         .warehouse_url
         .as_deref()
         .map(|url| warehouse_sink(url, &args.pipeline_name));
+    let lake = match args.lake.config()? {
+        Some(c) => Some(
+            LakeSinks::new(&c, &config.topics).context("setting up the Iceberg lake")?,
+        ),
+        None => None,
+    };
     let mut checkpoints = vec![sink
         .checkpoint()
         .context("reading the tables' checkpoint")?];
     if let Some(w) = &warehouse {
         checkpoints.push(w.checkpoint().context("reading the warehouse checkpoint")?);
+    }
+    if let Some(l) = &lake {
+        // Each table is its own checkpoint: tables a crash left at different epochs each get
+        // exactly the epochs they miss.
+        checkpoints.extend(l.tables.table_checkpoints()?);
+        checkpoints.extend(l.quarantine.table_checkpoints()?);
+        checkpoints.extend(l.bronze.table_checkpoints()?);
     }
     // Sinks at different checkpoints (a crash between their commits) each get exactly the
     // epochs they miss: every checkpoint becomes a replay boundary.
@@ -143,6 +159,15 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                     &probe,
                 )
                 .map_err(|e| e.to_string())?;
+            }
+            if let Some(l) = &lake {
+                let lake_err = |e: alluvium_engine::SinkError| e.to_string();
+                commit_sink(outputs.tables.clone(), positions.clone(), &l.tables, &plan, ctx, &probe)
+                    .map_err(lake_err)?;
+                commit_sink(outputs.quarantine.clone(), positions.clone(), &l.quarantine, &plan, ctx, &probe)
+                    .map_err(lake_err)?;
+                commit_sink(outputs.bronze.clone(), positions.clone(), &l.bronze, &plan, ctx, &probe)
+                    .map_err(lake_err)?;
             }
             commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
                 .map_err(|e| e.to_string())

@@ -14,4 +14,5 @@
 #![warn(missing_docs)]
 
 pub mod kafka;
+pub mod lake;
 pub mod warehouse;

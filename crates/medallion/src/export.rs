@@ -20,7 +20,7 @@ fn opt_ts(v: Option<Micros>) -> String {
 }
 
 /// The rules listed in `quarantine_counts.csv` even when nothing broke them.
-const RULES: [(&str, &[&str]); 2] = [
+pub(crate) const RULES: [(&str, &[&str]); 2] = [
     ("orders", &crate::orders::RULES),
     ("products", &crate::products::RULES),
 ];

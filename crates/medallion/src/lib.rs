@@ -21,6 +21,7 @@ pub mod export;
 pub mod fixture;
 pub mod generate;
 pub mod graph;
+pub mod lake;
 pub mod memory;
 pub mod money;
 pub mod orders;

@@ -1,0 +1,435 @@
+//! The manifest-level commit that iceberg-rust 0.10.1 does not offer: add *and remove* data
+//! files in one snapshot, with our own compare-and-swap on the catalog row.
+//!
+//! iceberg-rust's only snapshot action is `fast_append`, and its `Catalog::update_table`
+//! reloads the table and retries on conflict, so it can neither replace files (needed for
+//! copy-on-write current-state tables) nor fence a stale writer. A commit here is the
+//! standard Iceberg v2 procedure, done by hand:
+//!
+//! 1. read the current snapshot's manifest list; manifests that hold none of the removed
+//!    files are carried over as they are; the others are rewritten with the removed files
+//!    marked `DELETED` and the rest `EXISTING` (keeping their sequence numbers);
+//! 2. write one new manifest with the added files (`ADDED`, the new sequence number);
+//! 3. write the manifest list, the snapshot (summary: operation, file/record counts, and the
+//!    caller's properties such as the epoch and source positions) and the next metadata file;
+//! 4. swap the catalog row's `metadata_location` from the version we read to the new one
+//!    with one conditional `UPDATE`; zero rows updated means someone else committed first
+//!    ([`LakeError::Conflict`]), and nothing of ours is referenced.
+//!
+//! Files written for an attempt that does not commit are left unreferenced in the table's
+//! `data/` and `metadata/` folders; `alluvium maintain` removes such orphans.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use alluvium_engine::{Checkpoint, Epoch, Positions};
+use iceberg::MetadataLocation;
+use iceberg::spec::{
+    DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary, MAIN_BRANCH,
+};
+use iceberg::table::Table;
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+
+use super::table::TableDef;
+use super::{LakeConfig, LakeError};
+
+/// Snapshot summary key holding the epoch a snapshot commits.
+pub const EPOCH_PROPERTY: &str = "alluvium.epoch";
+/// Snapshot summary key holding the source positions (JSON) at the end of that epoch.
+pub const POSITIONS_PROPERTY: &str = "alluvium.positions";
+
+fn err(context: impl Into<String>) -> impl FnOnce(iceberg::Error) -> LakeError {
+    let context = context.into();
+    move |e| LakeError::iceberg(context, e)
+}
+
+/// Creates the table's namespace and the table itself when they do not exist, and loads it.
+pub async fn ensure_table(catalog: &impl Catalog, def: &TableDef) -> Result<Table, LakeError> {
+    let namespace = NamespaceIdent::new(def.namespace.clone());
+    let name = def.qualified_name();
+    if !catalog
+        .namespace_exists(&namespace)
+        .await
+        .map_err(err(format!("looking up namespace {}", def.namespace)))?
+    {
+        // A concurrent creator may win the race; the table check below settles it.
+        if let Err(e) = catalog.create_namespace(&namespace, HashMap::new()).await {
+            tracing::debug!(error = %e, namespace = %def.namespace, "namespace creation raced");
+        }
+    }
+    let ident = TableIdent::new(namespace.clone(), def.name.clone());
+    if catalog
+        .table_exists(&ident)
+        .await
+        .map_err(err(format!("looking up table {name}")))?
+    {
+        return catalog
+            .load_table(&ident)
+            .await
+            .map_err(err(format!("loading table {name}")));
+    }
+    let creation = TableCreation::builder()
+        .name(def.name.clone())
+        .schema(def.schema()?)
+        .partition_spec(def.partition_spec()?)
+        .properties(HashMap::from([(
+            "write.parquet.compression-codec".to_string(),
+            "zstd".to_string(),
+        )]))
+        .build();
+    catalog
+        .create_table(&namespace, creation)
+        .await
+        .map_err(err(format!("creating table {name}")))
+}
+
+/// The last epoch committed to `table` by this sink, and its positions: the newest snapshot on
+/// the main branch's ancestry that carries [`EPOCH_PROPERTY`] (maintenance snapshots, which
+/// do not, are walked past).
+pub fn last_commit(table: &Table) -> Result<Option<Checkpoint>, LakeError> {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let Some(snapshot) = metadata.snapshot_by_id(id) else {
+            break; // expired ancestry: nothing older is known
+        };
+        let props = &snapshot.summary().additional_properties;
+        if let Some(epoch) = props.get(EPOCH_PROPERTY) {
+            let epoch: Epoch = epoch.parse().map_err(|_| {
+                LakeError::Data(format!(
+                    "snapshot {id} of {}: bad {EPOCH_PROPERTY} `{epoch}`",
+                    table.identifier()
+                ))
+            })?;
+            let positions: Positions = match props.get(POSITIONS_PROPERTY) {
+                Some(p) => serde_json::from_str(p).map_err(|e| {
+                    LakeError::Data(format!(
+                        "snapshot {id} of {}: bad {POSITIONS_PROPERTY}: {e}",
+                        table.identifier()
+                    ))
+                })?,
+                None => Positions::new(),
+            };
+            return Ok(Some(Checkpoint { epoch, positions }));
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    Ok(None)
+}
+
+/// The live data files of the table's current snapshot.
+pub async fn live_files(table: &Table) -> Result<Vec<DataFile>, LakeError> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let name = table.identifier().to_string();
+    let list = table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(err(format!("reading the manifest list of {name}")))?;
+    let mut files = Vec::new();
+    for manifest in list.entries() {
+        if manifest.content != ManifestContentType::Data {
+            continue;
+        }
+        let m = manifest
+            .load_manifest(table.file_io())
+            .await
+            .map_err(err(format!("reading a manifest of {name}")))?;
+        files.extend(
+            m.entries()
+                .iter()
+                .filter(|e| e.is_alive())
+                .map(|e| e.data_file().clone()),
+        );
+    }
+    Ok(files)
+}
+
+/// What one snapshot changes.
+#[derive(Debug, Default)]
+pub struct SnapshotChange {
+    /// Data files to add.
+    pub added: Vec<DataFile>,
+    /// Paths of live data files to remove.
+    pub removed: HashSet<String>,
+    /// Extra summary properties (epoch, positions, ...).
+    pub properties: HashMap<String, String>,
+}
+
+fn snapshot_id(table: &Table) -> i64 {
+    loop {
+        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+        let id = ((a ^ b) >> 1) as i64;
+        if id != 0 && table.metadata().snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// Commits `change` on top of the snapshot `table` was loaded at, and returns the table as
+/// committed. [`LakeError::Conflict`] when another writer committed in between.
+pub async fn commit_snapshot(
+    config: &LakeConfig,
+    pool: &sqlx::AnyPool,
+    table: &Table,
+    change: SnapshotChange,
+) -> Result<Table, LakeError> {
+    let metadata = table.metadata();
+    if metadata.format_version() != FormatVersion::V2 {
+        return Err(LakeError::Data(format!(
+            "table {}: only Iceberg format v2 tables are supported",
+            table.identifier()
+        )));
+    }
+    let name = table.identifier().to_string();
+    let file_io = table.file_io();
+    let id = snapshot_id(table);
+    let parent = metadata.current_snapshot_id();
+    let sequence = metadata.next_sequence_number();
+    let commit_uuid = uuid::Uuid::new_v4();
+    let location = metadata.location();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    let mut counter = 0;
+    let mut manifest_path = || {
+        counter += 1;
+        format!("{location}/metadata/{commit_uuid}-m{counter}.avro")
+    };
+
+    // 1. Carry over or rewrite the current manifests.
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let (mut removed_files, mut removed_records) = (0u64, 0u64);
+    if let Some(current) = metadata.current_snapshot() {
+        let list = table
+            .manifest_list_reader(current)
+            .load()
+            .await
+            .map_err(err(format!("reading the manifest list of {name}")))?;
+        for manifest in list.consume_entries() {
+            if change.removed.is_empty() || manifest.content != ManifestContentType::Data {
+                manifests.push(manifest);
+                continue;
+            }
+            let m = manifest
+                .load_manifest(file_io)
+                .await
+                .map_err(err(format!("reading a manifest of {name}")))?;
+            let touched = m
+                .entries()
+                .iter()
+                .any(|e| e.is_alive() && change.removed.contains(e.file_path()));
+            if !touched {
+                manifests.push(manifest);
+                continue;
+            }
+            let output = file_io
+                .new_output(manifest_path())
+                .map_err(err(format!("creating a manifest of {name}")))?;
+            let mut writer =
+                ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone())
+                    .build_v2_data();
+            let mut kept = 0;
+            for entry in m.entries().iter().filter(|e| e.is_alive()) {
+                let seq = entry.sequence_number().unwrap_or(0);
+                let file_seq = entry.file_sequence_number;
+                if change.removed.contains(entry.file_path()) {
+                    removed_files += 1;
+                    removed_records += entry.data_file().record_count();
+                    writer
+                        .add_delete_file(entry.data_file().clone(), seq, file_seq)
+                        .map_err(err(format!("rewriting a manifest of {name}")))?;
+                } else {
+                    kept += 1;
+                    writer
+                        .add_existing_file(
+                            entry.data_file().clone(),
+                            entry.snapshot_id().unwrap_or(id),
+                            seq,
+                            file_seq,
+                        )
+                        .map_err(err(format!("rewriting a manifest of {name}")))?;
+                }
+            }
+            let _ = kept;
+            manifests.push(
+                writer
+                    .write_manifest_file()
+                    .await
+                    .map_err(err(format!("writing a manifest of {name}")))?,
+            );
+        }
+    }
+
+    // 2. The new files.
+    let added_files = change.added.len() as u64;
+    let added_records: u64 = change.added.iter().map(|f| f.record_count()).sum();
+    if !change.added.is_empty() {
+        let output = file_io
+            .new_output(manifest_path())
+            .map_err(err(format!("creating a manifest of {name}")))?;
+        let mut writer = ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone())
+            .build_v2_data();
+        for file in change.added {
+            writer
+                .add_file(file, sequence)
+                .map_err(err(format!("writing a manifest of {name}")))?;
+        }
+        manifests.push(
+            writer
+                .write_manifest_file()
+                .await
+                .map_err(err(format!("writing a manifest of {name}")))?,
+        );
+    }
+
+    // 3. Manifest list, snapshot, metadata file.
+    let list_path = format!(
+        "{location}/metadata/snap-{id}-0-{commit_uuid}.{}",
+        DataFileFormat::Avro
+    );
+    let list_output = file_io
+        .new_output(list_path.clone())
+        .map_err(err(format!("creating the manifest list of {name}")))?;
+    let list_writer = list_output
+        .writer()
+        .await
+        .map_err(err(format!("creating the manifest list of {name}")))?;
+    let mut list = ManifestListWriter::v2(list_writer, id, parent, sequence);
+    list.add_manifests(manifests.into_iter())
+        .map_err(err(format!("writing the manifest list of {name}")))?;
+    list.close()
+        .await
+        .map_err(err(format!("writing the manifest list of {name}")))?;
+
+    let previous = metadata
+        .current_snapshot()
+        .map(|s| s.summary().additional_properties.clone())
+        .unwrap_or_default();
+    let total = |key: &str| -> u64 {
+        previous
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut properties = change.properties;
+    properties.insert("added-data-files".into(), added_files.to_string());
+    properties.insert("added-records".into(), added_records.to_string());
+    properties.insert("deleted-data-files".into(), removed_files.to_string());
+    properties.insert("deleted-records".into(), removed_records.to_string());
+    properties.insert(
+        "total-data-files".into(),
+        (total("total-data-files") + added_files)
+            .saturating_sub(removed_files)
+            .to_string(),
+    );
+    properties.insert(
+        "total-records".into(),
+        (total("total-records") + added_records)
+            .saturating_sub(removed_records)
+            .to_string(),
+    );
+    properties.insert("total-delete-files".into(), "0".into());
+    properties.insert("total-position-deletes".into(), "0".into());
+    properties.insert("total-equality-deletes".into(), "0".into());
+    let operation = if removed_files == 0 {
+        Operation::Append
+    } else {
+        Operation::Overwrite
+    };
+    let snapshot = Snapshot::builder()
+        .with_manifest_list(list_path)
+        .with_snapshot_id(id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence)
+        .with_summary(Summary {
+            operation,
+            additional_properties: properties,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .with_timestamp_ms(now_ms())
+        .build();
+    let current_location = table
+        .metadata_location()
+        .ok_or_else(|| LakeError::Data(format!("table {name} has no metadata location")))?
+        .to_string();
+    let new_metadata = metadata
+        .clone()
+        .into_builder(Some(current_location.clone()))
+        .add_snapshot(snapshot)
+        .and_then(|b| {
+            b.set_ref(
+                MAIN_BRANCH,
+                SnapshotReference::new(id, SnapshotRetention::branch(None, None, None)),
+            )
+        })
+        .and_then(|b| b.build())
+        .map_err(err(format!("building the next metadata of {name}")))?
+        .metadata;
+    let new_location = MetadataLocation::from_str(&current_location)
+        .map_err(err(format!("parsing the metadata location of {name}")))?
+        .with_new_metadata(&new_metadata);
+    new_metadata
+        .write_to(file_io, &new_location)
+        .await
+        .map_err(err(format!("writing the metadata file of {name}")))?;
+
+    // 4. Compare-and-swap the catalog row.
+    let new_location = new_location.to_string();
+    swap_metadata_location(config, pool, table, &current_location, &new_location).await?;
+    Table::builder()
+        .metadata(new_metadata)
+        .metadata_location(new_location)
+        .identifier(table.identifier().clone())
+        .file_io(file_io.clone())
+        .runtime(
+            iceberg::Runtime::try_current()
+                .map_err(err(format!("reloading {name}: no async runtime")))?,
+        )
+        .build()
+        .map_err(err(format!("reloading {name}")))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn swap_metadata_location(
+    config: &LakeConfig,
+    pool: &sqlx::AnyPool,
+    table: &Table,
+    from: &str,
+    to: &str,
+) -> Result<(), LakeError> {
+    let sql = if config.is_postgres() {
+        "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2 \
+         WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5 AND metadata_location = $6"
+    } else {
+        "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+         WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
+    };
+    let ident = table.identifier();
+    let result = sqlx::query(sql)
+        .bind(to)
+        .bind(from)
+        .bind(&config.catalog_name)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .bind(from)
+        .execute(pool)
+        .await
+        .map_err(|source| LakeError::Catalog {
+            context: format!("committing {ident} in the catalog"),
+            source,
+        })?;
+    if result.rows_affected() == 0 {
+        return Err(LakeError::Conflict(ident.to_string()));
+    }
+    Ok(())
+}

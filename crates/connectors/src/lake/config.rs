@@ -1,0 +1,160 @@
+//! Where the lake lives: the catalog database and the warehouse location.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use iceberg::io::{
+    S3_ACCESS_KEY_ID, S3_ENDPOINT, S3_PATH_STYLE_ACCESS, S3_REGION, S3_SECRET_ACCESS_KEY,
+};
+use iceberg::CatalogBuilder;
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalStorageFactory;
+use serde::{Deserialize, Serialize};
+
+use super::LakeError;
+
+/// S3-compatible object storage settings (used when the warehouse is `s3://…`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000` (empty: AWS).
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (needed by most self-hosted servers).
+    pub path_style: bool,
+}
+
+/// The lake: an Iceberg SQL catalog and a warehouse location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakeConfig {
+    /// Catalog name: PyIceberg's `SqlCatalog(NAME, …)` must use the same one.
+    pub catalog_name: String,
+    /// Catalog database: `sqlite:///abs/path/catalog.db` or `postgresql://user@host/db`.
+    pub catalog_uri: String,
+    /// Warehouse root: `file:///abs/dir` or `s3://bucket/prefix`.
+    pub warehouse: String,
+    /// Object storage settings for `s3://` warehouses.
+    pub s3: S3Options,
+    /// Target size of data files, bytes.
+    pub target_file_size: usize,
+}
+
+impl LakeConfig {
+    /// A lake on local disk under `dir`: catalog `dir/catalog.db` (SQLite), data in
+    /// `dir/warehouse`. The directory is created if needed.
+    pub fn local(dir: &Path) -> Result<Self, LakeError> {
+        std::fs::create_dir_all(dir.join("warehouse")).map_err(|e| {
+            LakeError::Config(format!("`lake.dir`: creating {}: {e}", dir.display()))
+        })?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| {
+            LakeError::Config(format!("`lake.dir`: resolving {}: {e}", dir.display()))
+        })?;
+        Ok(LakeConfig {
+            catalog_name: "alluvium".into(),
+            catalog_uri: format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
+            warehouse: format!("file://{}", dir.join("warehouse").display()),
+            s3: S3Options::default(),
+            target_file_size: 128 * 1024 * 1024,
+        })
+    }
+
+    /// Checks the settings, naming the key that is wrong.
+    pub fn validate(&self) -> Result<(), LakeError> {
+        if self.catalog_name.is_empty() {
+            return Err(LakeError::Config("`lake.catalog_name` is empty".into()));
+        }
+        if !(self.catalog_uri.starts_with("sqlite:")
+            || self.catalog_uri.starts_with("postgres://")
+            || self.catalog_uri.starts_with("postgresql://"))
+        {
+            return Err(LakeError::Config(format!(
+                "`lake.catalog_uri` must be sqlite:… or postgresql://…, got `{}`",
+                self.catalog_uri
+            )));
+        }
+        if !(self.warehouse.starts_with("file://") || self.warehouse.starts_with("s3://")) {
+            return Err(LakeError::Config(format!(
+                "`lake.warehouse` must be file:///… or s3://bucket/…, got `{}`",
+                self.warehouse
+            )));
+        }
+        if self.target_file_size < 1024 {
+            return Err(LakeError::Config(
+                "`lake.target_file_size` must be at least 1024 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.catalog_uri.starts_with("postgres")
+    }
+
+    fn storage_props(&self) -> HashMap<String, String> {
+        let mut props = HashMap::new();
+        if self.warehouse.starts_with("s3://") {
+            let s3 = &self.s3;
+            if let Some(v) = &s3.endpoint {
+                props.insert(S3_ENDPOINT.to_string(), v.clone());
+            }
+            props.insert(
+                S3_REGION.to_string(),
+                s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            );
+            if let Some(v) = &s3.access_key_id {
+                props.insert(S3_ACCESS_KEY_ID.to_string(), v.clone());
+            }
+            if let Some(v) = &s3.secret_access_key {
+                props.insert(S3_SECRET_ACCESS_KEY.to_string(), v.clone());
+            }
+            props.insert(S3_PATH_STYLE_ACCESS.to_string(), s3.path_style.to_string());
+        }
+        props
+    }
+
+    /// Opens the catalog (creating its tables in the database on first use).
+    pub async fn open_catalog(&self) -> Result<SqlCatalog, LakeError> {
+        self.validate()?;
+        sqlx::any::install_default_drivers();
+        let factory = if self.warehouse.starts_with("s3://") {
+            OpenDalStorageFactory::S3 {
+                customized_credential_load: None,
+            }
+        } else {
+            OpenDalStorageFactory::Fs
+        };
+        let style = if self.is_postgres() {
+            SqlBindStyle::DollarNumeric
+        } else {
+            SqlBindStyle::QMark
+        };
+        SqlCatalogBuilder::default()
+            .uri(self.catalog_uri.clone())
+            .warehouse_location(self.warehouse.clone())
+            .sql_bind_style(style)
+            .with_storage_factory(Arc::new(factory))
+            .load(&self.catalog_name, self.storage_props())
+            .await
+            .map_err(|e| {
+                LakeError::iceberg(format!("opening the catalog at {}", self.catalog_uri), e)
+            })
+    }
+
+    /// A connection pool on the catalog database, for the sink's compare-and-swap commits.
+    pub(crate) async fn catalog_pool(&self) -> Result<sqlx::AnyPool, LakeError> {
+        sqlx::any::install_default_drivers();
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.catalog_uri)
+            .await
+            .map_err(|source| LakeError::Catalog {
+                context: format!("connecting to the catalog database {}", self.catalog_uri),
+                source,
+            })
+    }
+}

@@ -1,0 +1,110 @@
+//! The Iceberg lakehouse sink.
+//!
+//! A pipeline's tables become Iceberg tables in a SQL catalog (SQLite file by default,
+//! PostgreSQL by configuration) over local disk or S3-compatible storage, committed once per
+//! epoch through the engine's commit protocol:
+//!
+//! - **append-only tables** (bronze, quarantine, `dq.results`): every worker writes its rows of
+//!   the epoch as Parquet data files, in parallel; the committer adds all of them in one
+//!   snapshot per table;
+//! - **current-state tables** (silver, gold): the epoch's retractions and insertions travel to
+//!   the committer, which rewrites the data files of the partitions they touch
+//!   (copy-on-write) and commits one *overwrite* snapshot that removes the old files and adds
+//!   the new ones — so every snapshot holds exactly the current rows, with no delete files for
+//!   readers to merge. See [`commit`] for the manifest-level commit iceberg-rust 0.10.1 lacks.
+//!
+//! Exactly once: each snapshot's summary carries `alluvium.epoch` and `alluvium.positions`.
+//! On start the sink walks each table's snapshots back to the last one it wrote; each table is
+//! its own checkpoint (a crash between two tables' commits leaves them one epoch apart, and the
+//! engine's resume plan replays exactly the epochs each one misses). A commit is a
+//! compare-and-swap of the catalog row, and a writer that finds a later epoch already in the
+//! table stops (it is stale: fenced).
+
+pub mod commit;
+pub mod read;
+mod config;
+pub mod sink;
+pub mod table;
+
+pub use config::{LakeConfig, S3Options};
+pub use sink::{IcebergSink, LakeRowMapper};
+pub use table::{Column, ColumnType, Row, TableDef, TableMode, Value};
+/// Partition transforms (`Day`, `Identity`, `Bucket(n)`, ...), re-exported from iceberg.
+pub use iceberg::spec::Transform;
+
+use thiserror::Error;
+
+/// An error of the lakehouse sink.
+#[derive(Debug, Error)]
+pub enum LakeError {
+    /// A configuration value is wrong; the message names the key.
+    #[error("invalid lake configuration: {0}")]
+    Config(String),
+    /// A row does not fit its table.
+    #[error("{0}")]
+    Data(String),
+    /// An operation of the Iceberg library failed.
+    #[error("{context}: {source}")]
+    Iceberg {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        #[source]
+        source: iceberg::Error,
+    },
+    /// The catalog database failed.
+    #[error("{context}: {source}")]
+    Catalog {
+        /// What was being done.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Another writer changed the table between our read and our compare-and-swap.
+    #[error("table {0} was changed by another writer during the commit")]
+    Conflict(String),
+    /// The table already holds a later epoch than the one being committed: this writer is
+    /// stale and must stop.
+    #[error("table {table} already holds epoch {found}, not committing epoch {epoch}: another pipeline instance is writing it (fenced)")]
+    Fenced {
+        /// The table.
+        table: String,
+        /// The epoch found in the table.
+        found: u64,
+        /// The epoch this writer tried to commit.
+        epoch: u64,
+    },
+}
+
+impl LakeError {
+    pub(crate) fn iceberg(context: String, source: iceberg::Error) -> Self {
+        LakeError::Iceberg { context, source }
+    }
+
+    /// Whether retrying may succeed (lost races, I/O and network failures).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LakeError::Conflict(_) => true,
+            LakeError::Catalog { source, .. } => !matches!(
+                source,
+                sqlx::Error::Database(_) | sqlx::Error::Configuration(_)
+            ),
+            LakeError::Iceberg { source, .. } => matches!(
+                source.kind(),
+                iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
+            ) || source.retryable(),
+            _ => false,
+        }
+    }
+}
+
+impl From<LakeError> for alluvium_engine::SinkError {
+    fn from(e: LakeError) -> Self {
+        if e.is_transient() {
+            alluvium_engine::SinkError::Transient(e.to_string())
+        } else {
+            alluvium_engine::SinkError::Fatal(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! [`IcebergSink`]: the engine [`Sink`] that keeps a set of Iceberg tables equal to a
+//! collection, one snapshot per table per epoch.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use alluvium_engine::{Checkpoint, Epoch, Positions, Sink, SinkCommitter, SinkError, SinkWriter};
+use iceberg::spec::{
+    deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, DataFileFormat,
+    FormatVersion, PartitionKey, Struct,
+};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::{IcebergWriter as _, IcebergWriterBuilder};
+use iceberg::{Catalog, NamespaceIdent, TableIdent};
+use iceberg_catalog_sql::SqlCatalog;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::commit::{
+    commit_snapshot, ensure_table, last_commit, live_files, SnapshotChange, EPOCH_PROPERTY,
+    POSITIONS_PROPERTY,
+};
+use super::read::read_data_file;
+use super::table::{
+    group_by_partition, to_record_batch, Partitioner, Row, TableDef, TableMode,
+};
+use super::{LakeConfig, LakeError};
+
+/// Maps a collection row to `(table index, values)`, or `None` for rows of no lake table.
+pub type LakeRowMapper<D> = Arc<dyn Fn(&D) -> Option<(usize, Row)> + Send + Sync>;
+
+/// The lakehouse sink over rows of type `D`.
+pub struct IcebergSink<D> {
+    config: Arc<LakeConfig>,
+    tables: Arc<Vec<TableDef>>,
+    mapper: LakeRowMapper<D>,
+    _rows: PhantomData<fn() -> D>,
+}
+
+impl<D> Clone for IcebergSink<D> {
+    fn clone(&self) -> Self {
+        IcebergSink {
+            config: self.config.clone(),
+            tables: self.tables.clone(),
+            mapper: self.mapper.clone(),
+            _rows: PhantomData,
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, LakeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LakeError::Config(format!("starting an async runtime: {e}")))
+}
+
+fn ident(def: &TableDef) -> TableIdent {
+    TableIdent::new(NamespaceIdent::new(def.namespace.clone()), def.name.clone())
+}
+
+impl<D> IcebergSink<D> {
+    /// A sink writing `tables` into the lake of `config`; `mapper` says which table (an index
+    /// into `tables`) a row belongs to and its values.
+    pub fn new(
+        config: LakeConfig,
+        tables: Vec<TableDef>,
+        mapper: impl Fn(&D) -> Option<(usize, Row)> + Send + Sync + 'static,
+    ) -> Result<Self, LakeError> {
+        config.validate()?;
+        for t in &tables {
+            t.schema()?;
+            t.partitioner()?;
+        }
+        Ok(IcebergSink {
+            config: Arc::new(config),
+            tables: Arc::new(tables),
+            mapper: Arc::new(mapper),
+            _rows: PhantomData,
+        })
+    }
+
+    /// The table definitions.
+    pub fn tables(&self) -> &[TableDef] {
+        &self.tables
+    }
+
+    /// Creates the namespaces and tables that do not exist yet, and returns each table's last
+    /// committed epoch and positions (`None` for a table this sink never committed to).
+    /// Give all of them to the run's [`alluvium_engine::ResumePlan`]: tables left at different
+    /// epochs by a crash then each get exactly the epochs they miss.
+    pub fn table_checkpoints(&self) -> Result<Vec<Option<Checkpoint>>, LakeError> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let catalog = self.config.open_catalog().await?;
+            let mut out = Vec::with_capacity(self.tables.len());
+            for def in self.tables.iter() {
+                let table = ensure_table(&catalog, def).await?;
+                out.push(last_commit(&table)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// What a worker hands to the committer for one table.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum StagedTable {
+    /// Data files this worker wrote (append-only tables), as Iceberg's JSON form of a
+    /// `DataFile`.
+    Files {
+        /// Table index.
+        table: usize,
+        /// The files.
+        files: Vec<String>,
+    },
+    /// Row changes (current-state tables), applied by the committer.
+    Changes {
+        /// Table index.
+        table: usize,
+        /// `(row, diff)`.
+        rows: Vec<(Row, isize)>,
+    },
+}
+
+/// A table loaded for writing: its definition, current state and derived helpers.
+struct OpenTable {
+    def: TableDef,
+    table: Table,
+    partitioner: Partitioner,
+    arrow_schema: arrow::datatypes::SchemaRef,
+}
+
+impl OpenTable {
+    fn new(def: TableDef, table: Table) -> Result<Self, LakeError> {
+        let arrow_schema = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(|e| LakeError::iceberg(format!("Arrow schema of {}", def.qualified_name()), e))?,
+        );
+        Ok(OpenTable {
+            partitioner: def.partitioner()?,
+            def,
+            table,
+            arrow_schema,
+        })
+    }
+
+    /// Writes `rows` (with multiplicities) as Parquet data files, one set per partition.
+    async fn write_files(
+        &self,
+        config: &LakeConfig,
+        prefix: &str,
+        rows: &[(&Row, usize)],
+    ) -> Result<Vec<DataFile>, LakeError> {
+        let name = self.def.qualified_name();
+        let metadata = self.table.metadata();
+        let schema = metadata.current_schema().clone();
+        let spec = metadata.default_partition_spec().as_ref().clone();
+        let partitioned = !spec.fields().is_empty();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let location = DefaultLocationGenerator::new(metadata)
+            .map_err(|e| LakeError::iceberg(format!("data location of {name}"), e))?;
+        let groups = group_by_partition(&self.partitioner, rows.iter().map(|(r, n)| (*r, *n)))?;
+        let mut files = Vec::new();
+        for (i, (partition, rows)) in groups.into_iter().enumerate() {
+            let names = DefaultFileNameGenerator::new(
+                format!("{prefix}-{i}"),
+                None,
+                DataFileFormat::Parquet,
+            );
+            let rolling = RollingFileWriterBuilder::new(
+                ParquetWriterBuilder::new(props.clone(), schema.clone()),
+                config.target_file_size,
+                self.table.file_io().clone(),
+                location.clone(),
+                names,
+            );
+            let key = partitioned.then(|| PartitionKey::new(spec.clone(), schema.clone(), partition));
+            let mut writer = DataFileWriterBuilder::new(rolling)
+                .build(key)
+                .await
+                .map_err(|e| LakeError::iceberg(format!("opening a data file of {name}"), e))?;
+            // Bounded batches keep memory flat for large epochs.
+            for chunk in rows.chunks(8192) {
+                let batch = to_record_batch(
+                    &self.def,
+                    &self.arrow_schema,
+                    chunk.iter().map(|(r, n)| (*r, *n)),
+                )?;
+                writer
+                    .write(batch)
+                    .await
+                    .map_err(|e| LakeError::iceberg(format!("writing a data file of {name}"), e))?;
+            }
+            files.extend(
+                writer
+                    .close()
+                    .await
+                    .map_err(|e| LakeError::iceberg(format!("closing a data file of {name}"), e))?,
+            );
+        }
+        Ok(files)
+    }
+
+    fn partition_type(&self) -> Result<iceberg::spec::StructType, LakeError> {
+        let metadata = self.table.metadata();
+        metadata
+            .default_partition_spec()
+            .partition_type(metadata.current_schema())
+            .map_err(|e| {
+                LakeError::iceberg(format!("partition type of {}", self.def.qualified_name()), e)
+            })
+    }
+}
+
+async fn open_tables(
+    catalog: &SqlCatalog,
+    defs: &[TableDef],
+) -> Result<Vec<OpenTable>, LakeError> {
+    let mut out = Vec::with_capacity(defs.len());
+    for def in defs {
+        let table = ensure_table(catalog, def).await?;
+        out.push(OpenTable::new(def.clone(), table)?);
+    }
+    Ok(out)
+}
+
+/// The per-worker half: writes append-only rows as data files, forwards current-state changes.
+pub struct IcebergWriter<D> {
+    worker: usize,
+    config: Arc<LakeConfig>,
+    mapper: LakeRowMapper<D>,
+    rt: tokio::runtime::Runtime,
+    tables: Vec<OpenTable>,
+}
+
+impl<D: 'static> SinkWriter<D> for IcebergWriter<D> {
+    type Staged = Vec<StagedTable>;
+
+    fn stage(
+        &mut self,
+        epoch: Epoch,
+        updates: Vec<(D, isize)>,
+    ) -> Result<Option<Self::Staged>, SinkError> {
+        let mut per_table: Vec<Vec<(Row, isize)>> = vec![Vec::new(); self.tables.len()];
+        for (d, diff) in updates {
+            if let Some((t, row)) = (self.mapper)(&d) {
+                if let Some(rows) = per_table.get_mut(t) {
+                    rows.push((row, diff));
+                }
+            }
+        }
+        let mut staged = Vec::new();
+        for (t, rows) in per_table.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let open = &self.tables[t];
+            match open.def.mode {
+                TableMode::CurrentState => staged.push(StagedTable::Changes { table: t, rows }),
+                TableMode::Append => {
+                    if let Some((row, diff)) = rows.iter().find(|(_, d)| *d < 0) {
+                        return Err(SinkError::Fatal(format!(
+                            "append-only table {} received a retraction ({diff}) of {row:?}",
+                            open.def.qualified_name()
+                        )));
+                    }
+                    let counted: Vec<(&Row, usize)> =
+                        rows.iter().map(|(r, d)| (r, *d as usize)).collect();
+                    let prefix = format!(
+                        "e{epoch}-w{}-{}",
+                        self.worker,
+                        uuid::Uuid::new_v4().simple()
+                    );
+                    let files = self
+                        .rt
+                        .block_on(open.write_files(&self.config, &prefix, &counted))?;
+                    let partition_type = open.partition_type()?;
+                    let files = files
+                        .into_iter()
+                        .map(|f| {
+                            serialize_data_file_to_json(f, &partition_type, FormatVersion::V2)
+                                .map_err(|e| {
+                                    LakeError::iceberg("serialising a data file".into(), e)
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    staged.push(StagedTable::Files { table: t, files });
+                }
+            }
+        }
+        Ok((!staged.is_empty()).then_some(staged))
+    }
+}
+
+/// The committer: one snapshot per changed table per epoch.
+pub struct IcebergCommitter {
+    config: Arc<LakeConfig>,
+    rt: Arc<tokio::runtime::Runtime>,
+    catalog: SqlCatalog,
+    pool: sqlx::AnyPool,
+    tables: Vec<OpenTable>,
+    last_epoch: Vec<Option<Epoch>>,
+}
+
+impl IcebergCommitter {
+    /// Applies current-state changes to the files of the partitions they touch.
+    async fn rewrite(
+        config: &LakeConfig,
+        open: &OpenTable,
+        epoch: Epoch,
+        rows: Vec<(Row, isize)>,
+    ) -> Result<SnapshotChange, LakeError> {
+        let name = open.def.qualified_name();
+        let mut diffs: HashMap<Row, isize> = HashMap::new();
+        for (row, d) in rows {
+            *diffs.entry(row).or_default() += d;
+        }
+        diffs.retain(|_, d| *d != 0);
+        let mut touched: HashMap<Struct, HashMap<Row, isize>> = HashMap::new();
+        for (row, d) in diffs {
+            touched
+                .entry(open.partitioner.partition(&row)?)
+                .or_default()
+                .insert(row, d);
+        }
+        let mut change = SnapshotChange::default();
+        if touched.is_empty() {
+            return Ok(change);
+        }
+        let partitioned = !open.table.metadata().default_partition_spec().fields().is_empty();
+        let files = live_files(&open.table).await?;
+        let mut current: HashMap<Struct, HashMap<Row, isize>> = HashMap::new();
+        for file in files {
+            let partition = if partitioned {
+                file.partition().clone()
+            } else {
+                Struct::empty()
+            };
+            let Some(_) = touched.get(&partition) else {
+                continue;
+            };
+            let rows = current.entry(partition).or_default();
+            for row in read_data_file(&open.table, file.file_path()).await? {
+                *rows.entry(row).or_default() += 1;
+            }
+            change.removed.insert(file.file_path().to_string());
+        }
+        let mut next: Vec<(Row, usize)> = Vec::new();
+        for (partition, diffs) in touched {
+            let mut rows = current.remove(&partition).unwrap_or_default();
+            for (row, d) in diffs {
+                *rows.entry(row).or_default() += d;
+            }
+            for (row, n) in rows {
+                if n < 0 {
+                    return Err(LakeError::Data(format!(
+                        "table {name}: epoch {epoch} retracts a row the table does not hold: {row:?}"
+                    )));
+                }
+                if n > 0 {
+                    next.push((row, n as usize));
+                }
+            }
+        }
+        let refs: Vec<(&Row, usize)> = next.iter().map(|(r, n)| (r, *n)).collect();
+        let prefix = format!("e{epoch}-c-{}", uuid::Uuid::new_v4().simple());
+        change.added = open.write_files(config, &prefix, &refs).await?;
+        Ok(change)
+    }
+
+    async fn commit_table(
+        &mut self,
+        t: usize,
+        epoch: Epoch,
+        pieces: Vec<&StagedTable>,
+        positions: &str,
+    ) -> Result<(), LakeError> {
+        let mut attempts = 0;
+        loop {
+            let open = &self.tables[t];
+            let name = open.def.qualified_name();
+            let mut change = match open.def.mode {
+                TableMode::Append => {
+                    let partition_type = open.partition_type()?;
+                    let spec_id = open.table.metadata().default_partition_spec_id();
+                    let schema = open.table.metadata().current_schema().clone();
+                    let mut change = SnapshotChange::default();
+                    for piece in &pieces {
+                        if let StagedTable::Files { files, .. } = piece {
+                            for f in files {
+                                change.added.push(
+                                    deserialize_data_file_from_json(
+                                        f,
+                                        spec_id,
+                                        &partition_type,
+                                        &schema,
+                                    )
+                                    .map_err(|e| {
+                                        LakeError::iceberg("reading a staged data file".into(), e)
+                                    })?,
+                                );
+                            }
+                        }
+                    }
+                    change
+                }
+                TableMode::CurrentState => {
+                    let rows: Vec<(Row, isize)> = pieces
+                        .iter()
+                        .flat_map(|p| match p {
+                            StagedTable::Changes { rows, .. } => rows.clone(),
+                            StagedTable::Files { .. } => Vec::new(),
+                        })
+                        .collect();
+                    Self::rewrite(&self.config, open, epoch, rows).await?
+                }
+            };
+            if change.added.is_empty() && change.removed.is_empty() {
+                return Ok(());
+            }
+            change
+                .properties
+                .insert(EPOCH_PROPERTY.into(), epoch.to_string());
+            change
+                .properties
+                .insert(POSITIONS_PROPERTY.into(), positions.to_string());
+            match commit_snapshot(&self.config, &self.pool, &open.table, change).await {
+                Ok(table) => {
+                    self.tables[t].table = table;
+                    self.last_epoch[t] = Some(epoch);
+                    return Ok(());
+                }
+                Err(LakeError::Conflict(_)) if attempts < 5 => {
+                    attempts += 1;
+                    // Someone committed in between: a compaction (retry on its result) or
+                    // another instance of this pipeline (fenced).
+                    let table = self
+                        .catalog
+                        .load_table(&ident(&self.tables[t].def))
+                        .await
+                        .map_err(|e| LakeError::iceberg(format!("reloading {name}"), e))?;
+                    if let Some(found) = last_commit(&table)?.map(|c| c.epoch) {
+                        if Some(found) != self.last_epoch[t] {
+                            return Err(LakeError::Fenced {
+                                table: name,
+                                found,
+                                epoch,
+                            });
+                        }
+                    }
+                    tracing::warn!(table = %name, epoch, "commit conflict, retrying on the new snapshot");
+                    self.tables[t].table = table;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl SinkCommitter for IcebergCommitter {
+    type Staged = Vec<StagedTable>;
+
+    fn commit(
+        &mut self,
+        epoch: Epoch,
+        staged: &[Self::Staged],
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
+        let positions = serde_json::to_string(positions)
+            .map_err(|e| SinkError::Fatal(format!("serialising positions: {e}")))?;
+        let mut by_table: Vec<Vec<&StagedTable>> = vec![Vec::new(); self.tables.len()];
+        for piece in staged.iter().flatten() {
+            let t = match piece {
+                StagedTable::Files { table, .. } | StagedTable::Changes { table, .. } => *table,
+            };
+            if let Some(v) = by_table.get_mut(t) {
+                v.push(piece);
+            }
+        }
+        let rt = self.rt.clone();
+        let result = rt.block_on(async {
+            for (t, pieces) in by_table.into_iter().enumerate() {
+                if pieces.is_empty() || self.last_epoch[t].is_some_and(|e| e >= epoch) {
+                    continue; // nothing to do, or committed before a restart
+                }
+                self.commit_table(t, epoch, pieces, &positions).await?;
+            }
+            Ok::<(), LakeError>(())
+        });
+        result.map_err(SinkError::from)
+    }
+}
+
+impl<D: 'static> Sink<D> for IcebergSink<D> {
+    type Staged = Vec<StagedTable>;
+    type Writer = IcebergWriter<D>;
+    type Committer = IcebergCommitter;
+
+    fn name(&self) -> String {
+        format!("iceberg:{}", self.config.warehouse)
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+        // The sink as a whole is at the least of its tables' epochs.
+        let all = self.table_checkpoints()?;
+        let mut least: Option<Checkpoint> = None;
+        for c in all {
+            let Some(c) = c else { return Ok(None) };
+            if least.as_ref().is_none_or(|l| c.epoch < l.epoch) {
+                least = Some(c);
+            }
+        }
+        Ok(least)
+    }
+
+    fn writer(&self, worker: usize) -> Result<Self::Writer, SinkError> {
+        let rt = runtime()?;
+        let tables = rt.block_on(async {
+            let catalog = self.config.open_catalog().await?;
+            open_tables(&catalog, &self.tables).await
+        })?;
+        Ok(IcebergWriter {
+            worker,
+            config: self.config.clone(),
+            mapper: self.mapper.clone(),
+            rt,
+            tables,
+        })
+    }
+
+    fn committer(&self) -> Result<Self::Committer, SinkError> {
+        let rt = runtime()?;
+        let (catalog, pool, tables) = rt.block_on(async {
+            let catalog = self.config.open_catalog().await?;
+            let pool = self.config.catalog_pool().await?;
+            let tables = open_tables(&catalog, &self.tables).await?;
+            Ok::<_, LakeError>((catalog, pool, tables))
+        })?;
+        let last_epoch = tables
+            .iter()
+            .map(|t| last_commit(&t.table).map(|c| c.map(|c| c.epoch)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(IcebergCommitter {
+            config: self.config.clone(),
+            rt: Arc::new(rt),
+            catalog,
+            pool,
+            tables,
+            last_epoch,
+        })
+    }
+}
+
+/// Keeps the set of tables this sink knows, for tests and tools.
+pub fn table_names(defs: &[TableDef]) -> HashSet<String> {
+    defs.iter().map(TableDef::qualified_name).collect()
+}
