@@ -64,6 +64,11 @@ install_all() {
     log "installing moto[s3]==5.2.5"
     "$VENV/bin/pip" install -q "moto[s3,server]==5.2.5" flask flask-cors
   fi
+  # The interoperability check (tests/interop): PyIceberg must read every lake table.
+  if ! "$VENV/bin/python" -c "import pyiceberg, pyarrow, sqlalchemy" 2>/dev/null; then
+    log "installing pyiceberg[sql-sqlite,pyarrow]==0.12.0"
+    "$VENV/bin/pip" install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0"
+  fi
   local missing=()
   pg_bindir >/dev/null || missing+=(postgresql)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
@@ -150,6 +155,7 @@ export ALLUVIUM_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 export ALLUVIUM_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export ALLUVIUM_S3_BUCKET=alluvium
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export ALLUVIUM_PYTHON=$VENV/bin/python
 ENV
 }
 

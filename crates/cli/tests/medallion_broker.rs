@@ -2,38 +2,11 @@
 //! `alluvium run --until-idle --export-csv`, and compare every table with `expected/`:
 //! streaming with small epochs on 2 workers, batch mode, and streaming with SIGKILLs.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
-use common::{alluvium, case, load_sample as load, ok, sorted_csv};
-
-fn rows(path: &Path, drop_last: bool) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    sorted_csv(&text, true, drop_last)
-}
-
-fn assert_matches_expected(export: &Path) {
-    let tables = [
-        "silver_orders.csv",
-        "silver_order_items.csv",
-        "silver_products.csv",
-        "silver_customers.csv",
-        "dim_customers.csv",
-        "dim_products.csv",
-        "fact_order_items.csv",
-        "daily_sales.csv",
-        "customer_ltv.csv",
-        "quarantine_counts.csv",
-    ];
-    for t in tables {
-        let expected = rows(&case().join("expected").join(t), t == "dim_customers.csv");
-        let got = rows(&export.join(t), false);
-        assert_eq!(got.len(), expected.len(), "{t}: row count");
-        assert_eq!(got, expected, "{t}");
-    }
-}
+use common::{alluvium, assert_matches_expected, load_sample as load, ok};
 
 fn unique(name: &str) -> String {
     format!("{}-", common::unique(name))

@@ -4,97 +4,13 @@
 //! expected tables and the committed file tables, and its progress row equals theirs.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use alluvium_connectors::warehouse::PgType;
-use alluvium_medallion::warehouse::gold_tables;
-
 mod common;
-use common::{alluvium, case, load_sample as load, service_env as env, sorted_csv, unique};
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A fresh database on the test server; returns its URL.
-fn fresh_database(name: &str) -> String {
-    let admin = env("ALLUVIUM_PG_URL");
-    psql(&admin, &format!("CREATE DATABASE {name}"));
-    match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("ALLUVIUM_PG_URL has no database: {admin}"),
-    }
-}
-
-/// Every gold table of the warehouse equals `expected/<table>.csv`.
-fn assert_warehouse_matches(url: &str) {
-    for table in gold_tables() {
-        let short = table.name.trim_start_matches("gold.");
-        let expected_text =
-            std::fs::read_to_string(case().join("expected").join(format!("{short}.csv"))).unwrap();
-        let header: Vec<String> = expected_text
-            .lines()
-            .next()
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        let drop_last = short == "dim_customers";
-        let columns = if drop_last {
-            &header[..header.len() - 1]
-        } else {
-            &header[..]
-        };
-        let select: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let ty = table
-                    .columns
-                    .iter()
-                    .find(|(n, _)| n == c)
-                    .map(|(_, t)| *t)
-                    .unwrap_or_else(|| panic!("{c} not in {}", table.name));
-                match ty {
-                    PgType::Timestamptz => format!(
-                        "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                    ),
-                    PgType::Date => format!("to_char({c}, 'YYYY-MM-DD')"),
-                    _ => format!("{c}::text"),
-                }
-            })
-            .collect();
-        let out = Command::new("psql")
-            .arg(url)
-            .args(["-v", "ON_ERROR_STOP=1", "-qc"])
-            .arg(format!(
-                "COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, NULL '\\N')",
-                select.join(", "),
-                table.name
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got = sorted_csv(&String::from_utf8_lossy(&out.stdout), false, false);
-        let expected = sorted_csv(&expected_text, true, drop_last);
-        assert_eq!(got.len(), expected.len(), "{}: row count", table.name);
-        assert_eq!(got, expected, "{}", table.name);
-    }
-}
+use common::{
+    alluvium, assert_warehouse_matches, fresh_database, load_sample as load, psql, unique,
+};
 
 fn run_args(prefix: &str, state: &Path, url: &str, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = ["run", "--topic-prefix", prefix, "--state"]

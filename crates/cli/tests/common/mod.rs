@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+
 /// A variable exported by `scripts/services.sh`; the tests need the real services.
 pub fn service_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -91,3 +92,116 @@ pub fn sorted_csv(text: &str, header: bool, drop_last: bool) -> Vec<Vec<String>>
     rows.sort();
     rows
 }
+
+/// The rows of a CSV file with a header, sorted.
+pub fn csv_rows(path: &Path, drop_last: bool) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sorted_csv(&text, true, drop_last)
+}
+
+/// Every silver/gold table and the quarantine counts exported in `export` equal `expected/`.
+pub fn assert_matches_expected(export: &Path) {
+    let tables = [
+        "silver_orders.csv",
+        "silver_order_items.csv",
+        "silver_products.csv",
+        "silver_customers.csv",
+        "dim_customers.csv",
+        "dim_products.csv",
+        "fact_order_items.csv",
+        "daily_sales.csv",
+        "customer_ltv.csv",
+        "quarantine_counts.csv",
+    ];
+    for t in tables {
+        let expected = csv_rows(&case().join("expected").join(t), t == "dim_customers.csv");
+        let got = csv_rows(&export.join(t), false);
+        assert_eq!(got.len(), expected.len(), "{t}: row count");
+        assert_eq!(got, expected, "{t}");
+    }
+}
+
+
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh database on the test server; returns its URL.
+pub fn fresh_database(name: &str) -> String {
+    let admin = service_env("ALLUVIUM_PG_URL");
+    psql(&admin, &format!("CREATE DATABASE {name}"));
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("ALLUVIUM_PG_URL has no database: {admin}"),
+    }
+}
+
+/// Every gold table of the warehouse equals `expected/<table>.csv`.
+pub fn assert_warehouse_matches(url: &str) {
+    for table in alluvium_medallion::warehouse::gold_tables() {
+        let short = table.name.trim_start_matches("gold.");
+        let expected_text =
+            std::fs::read_to_string(case().join("expected").join(format!("{short}.csv"))).unwrap();
+        let header: Vec<String> = expected_text
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let drop_last = short == "dim_customers";
+        let columns = if drop_last {
+            &header[..header.len() - 1]
+        } else {
+            &header[..]
+        };
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let ty = table
+                    .columns
+                    .iter()
+                    .find(|(n, _)| n == c)
+                    .map(|(_, t)| *t)
+                    .unwrap_or_else(|| panic!("{c} not in {}", table.name));
+                match ty {
+                    alluvium_connectors::warehouse::PgType::Timestamptz => format!(
+                        "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                    ),
+                    alluvium_connectors::warehouse::PgType::Date => format!("to_char({c}, 'YYYY-MM-DD')"),
+                    _ => format!("{c}::text"),
+                }
+            })
+            .collect();
+        let out = Command::new("psql")
+            .arg(url)
+            .args(["-v", "ON_ERROR_STOP=1", "-qc"])
+            .arg(format!(
+                "COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, NULL '\\N')",
+                select.join(", "),
+                table.name
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = sorted_csv(&String::from_utf8_lossy(&out.stdout), false, false);
+        let expected = sorted_csv(&expected_text, true, drop_last);
+        assert_eq!(got.len(), expected.len(), "{}: row count", table.name);
+        assert_eq!(got, expected, "{}", table.name);
+    }
+}
+

@@ -1,0 +1,301 @@
+//! The Iceberg lake against the real services: the sample through the broker into a lake on
+//! local disk (with the PostgreSQL warehouse beside it) and into one on the S3 server, read
+//! back with our export, with iceberg-rust's own scan and with PyIceberg — all equal to
+//! `expected/`; bronze holds every Kafka offset exactly once. Then SIGKILLs at random points
+//! (during file writes and between the Iceberg commits and the warehouse commit) and a
+//! restart: the lake and the warehouse are exact, no epoch was committed twice.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use alluvium_connectors::lake::read::{blocking, scan_table, scan_table_with_iceberg};
+use alluvium_connectors::lake::{LakeConfig, S3Options};
+use alluvium_medallion::lake::{bronze_defs, table_defs};
+use rand::Rng;
+
+mod common;
+use common::{
+    alluvium, assert_matches_expected, assert_warehouse_matches, case, fresh_database,
+    load_sample as load, ok, psql, service_env, sorted_csv, unique,
+};
+
+fn prefix(name: &str) -> String {
+    format!("{}-", unique(name))
+}
+
+/// The sample has 1,379 messages; bronze must hold each `(topic, partition, offset)` once.
+fn assert_bronze_exact(config: &LakeConfig) {
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for def in bronze_defs() {
+        let rows = blocking(scan_table(config, &def)).unwrap();
+        for r in rows {
+            total += 1;
+            let key = (r[5].clone(), r[6].clone(), r[7].clone());
+            assert!(seen.insert(key.clone()), "bronze holds {key:?} twice");
+        }
+    }
+    assert_eq!(total, 1379, "bronze rows");
+}
+
+/// iceberg-rust's own scan reads the silver and gold tables as our export does.
+fn assert_iceberg_scan_agrees(config: &LakeConfig) {
+    for def in table_defs() {
+        let mut ours = blocking(scan_table(config, &def)).unwrap();
+        let mut theirs = blocking(scan_table_with_iceberg(config, &def)).unwrap();
+        ours.sort();
+        theirs.sort();
+        assert!(!ours.is_empty() || def.namespace == "dq", "{} is empty", def.qualified_name());
+        assert_eq!(ours, theirs, "{}", def.qualified_name());
+    }
+}
+
+/// PyIceberg (tests/interop/read_lake.py) reads every silver and gold table equal to
+/// `expected/`, and every table carries the epoch property.
+fn assert_pyiceberg_reads(uri: &str, warehouse: &str, s3_endpoint: Option<&str>, out: &Path) {
+    let python = service_env("ALLUVIUM_PYTHON");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/read_lake.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .args(["alluvium", uri, warehouse])
+        .arg(out);
+    if let Some(e) = s3_endpoint {
+        cmd.arg(e);
+    }
+    let output = cmd.output().expect("running python");
+    assert!(
+        output.status.success(),
+        "PyIceberg: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(listing.lines().count() >= 14, "tables seen by PyIceberg: {listing}");
+    for line in listing.lines() {
+        assert!(!line.ends_with(" None"), "no epoch in the snapshot: {line}");
+    }
+    for def in table_defs() {
+        let expected = match def.namespace.as_str() {
+            "silver" => format!("silver_{}.csv", def.name),
+            "gold" => format!("{}.csv", def.name),
+            _ => continue,
+        };
+        let drop_last = def.name == "dim_customers";
+        let text = std::fs::read_to_string(case().join("expected").join(&expected)).unwrap();
+        let want = sorted_csv(&text, true, drop_last);
+        let got_text =
+            std::fs::read_to_string(out.join(format!("{}.csv", def.qualified_name()))).unwrap();
+        let got = sorted_csv(&got_text, true, false);
+        assert_eq!(got, want, "PyIceberg's {}", def.qualified_name());
+    }
+}
+
+fn local_config(dir: &Path) -> LakeConfig {
+    LakeConfig::local(dir).unwrap()
+}
+
+#[test]
+fn sample_into_local_and_s3_lakes_reads_back_exactly() {
+    let prefix = prefix("lake");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let url = fresh_database(&unique("lake").to_lowercase());
+    ok([
+        "run",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        dir.path().join("state").to_str().unwrap(),
+        "--until-idle",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--warehouse-url",
+        &url,
+        "-w",
+        "2",
+        "--epoch-records",
+        "60",
+        "--epoch-ms",
+        "20",
+    ]);
+    let export = dir.path().join("csv");
+    ok([
+        "lake",
+        "export",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_matches_expected(&export);
+    let config = local_config(&lake);
+    assert_bronze_exact(&config);
+    assert_iceberg_scan_agrees(&config);
+    assert_warehouse_matches(&url);
+    // The warehouse's progress is the epoch of the gold snapshots.
+    let progress = psql(&url, "SELECT epoch FROM pipeline.progress");
+    let gold = alluvium_connectors::lake::read::blocking(async {
+        let catalog = config.open_catalog().await?;
+        let mut epochs = BTreeSet::new();
+        for def in table_defs().iter().filter(|d| d.namespace == "gold") {
+            let t = alluvium_connectors::lake::commit::ensure_table(&catalog, def).await?;
+            if let Some(c) = alluvium_connectors::lake::commit::last_commit(&t)? {
+                epochs.insert(c.epoch);
+            }
+        }
+        Ok(epochs)
+    })
+    .unwrap();
+    let last_gold = gold.iter().max().copied().unwrap();
+    assert_eq!(progress.trim().parse::<u64>().unwrap(), last_gold);
+    let uri = format!("sqlite:///{}", lake.join("catalog.db").display());
+    let warehouse = format!("file://{}", lake.join("warehouse").display());
+    assert_pyiceberg_reads(&uri, &warehouse, None, &dir.path().join("py"));
+
+    // The same into the S3 server, with the catalog in its own SQLite file.
+    let endpoint = service_env("ALLUVIUM_S3_ENDPOINT");
+    let bucket = service_env("ALLUVIUM_S3_BUCKET");
+    let s3_warehouse = format!("s3://{bucket}/{}", unique("lake"));
+    let catalog_db = dir.path().join("s3-catalog.db");
+    let catalog_uri = format!("sqlite://{}?mode=rwc", catalog_db.display());
+    let lake_flags = [
+        "--lake-warehouse",
+        s3_warehouse.as_str(),
+        "--lake-catalog-uri",
+        catalog_uri.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
+    ];
+    let s3_state = dir.path().join("s3-state");
+    let mut run = vec![
+        "run",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        s3_state.to_str().unwrap(),
+        "--until-idle",
+        "--epoch-records",
+        "300",
+    ];
+    run.extend(lake_flags);
+    ok(run);
+    let s3_export = dir.path().join("s3-csv");
+    let mut export = vec!["lake", "export", "--out", s3_export.to_str().unwrap()];
+    export.extend(lake_flags);
+    ok(export);
+    assert_matches_expected(&s3_export);
+    let mut s3_config = local_config(&dir.path().join("unused"));
+    s3_config.catalog_uri = catalog_uri.clone();
+    s3_config.warehouse = s3_warehouse.clone();
+    s3_config.s3 = S3Options {
+        endpoint: Some(endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        path_style: true,
+    };
+    assert_bronze_exact(&s3_config);
+    let uri = format!("sqlite:///{}", catalog_db.display());
+    assert_pyiceberg_reads(&uri, &s3_warehouse, Some(&endpoint), &dir.path().join("s3-py"));
+}
+
+#[test]
+fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
+    let prefix = prefix("lakekill");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let url = fresh_database(&unique("lakekill").to_lowercase());
+    let state = dir.path().join("state");
+    let run_args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "run",
+            "--topic-prefix",
+            &prefix,
+            "--state",
+            state.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--warehouse-url",
+            &url,
+            "--epoch-records",
+            "40",
+            "--epoch-ms",
+            "10",
+            "--max-inflight-epochs",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    for i in 0..6 {
+        let mut child = alluvium(run_args(&["-w", if i % 2 == 0 { "1" } else { "2" }]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        // SIGKILL (std's kill): no chance to finish a file, a manifest or a transaction.
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(kills >= 5, "only {kills} runs were killed mid-way");
+    let config = local_config(&lake);
+    let committed: Vec<_> = blocking(async {
+        let catalog = config.open_catalog().await?;
+        let t = alluvium_connectors::lake::commit::ensure_table(&catalog, &table_defs()[0]).await?;
+        alluvium_connectors::lake::commit::last_commit(&t)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(!committed.is_empty(), "the killed runs committed nothing to the lake");
+
+    let args = run_args(&["--until-idle", "-w", "2"]);
+    ok(args);
+    let export = dir.path().join("csv");
+    ok([
+        "lake",
+        "export",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_matches_expected(&export);
+    assert_bronze_exact(&config);
+    assert_warehouse_matches(&url);
+    // Epochs are committed in order, each once, in every table's snapshot history.
+    blocking(async {
+        let catalog = config.open_catalog().await?;
+        for def in table_defs().iter().chain(bronze_defs().iter()) {
+            let t = alluvium_connectors::lake::commit::ensure_table(&catalog, def).await?;
+            let mut epochs: Vec<u64> = t
+                .metadata()
+                .snapshots()
+                .filter_map(|s| {
+                    s.summary()
+                        .additional_properties
+                        .get("alluvium.epoch")
+                        .map(|e| e.parse().unwrap())
+                })
+                .collect();
+            let n = epochs.len();
+            epochs.sort();
+            epochs.dedup();
+            assert_eq!(epochs.len(), n, "{}: an epoch was committed twice", def.qualified_name());
+        }
+        Ok(())
+    })
+    .unwrap();
+}
