@@ -64,10 +64,11 @@ install_all() {
     log "installing moto[s3]==5.2.5"
     "$VENV/bin/pip" install -q "moto[s3,server]==5.2.5" flask flask-cors
   fi
-  # The interoperability check (tests/interop): PyIceberg must read every lake table.
-  if ! "$VENV/bin/python" -c "import pyiceberg, pyarrow, sqlalchemy" 2>/dev/null; then
-    log "installing pyiceberg[sql-sqlite,pyarrow]==0.12.0"
-    "$VENV/bin/pip" install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0"
+  # The interoperability check (tests/interop): PyIceberg and DuckDB must read every lake table.
+  if ! "$VENV/bin/python" -c "import pyiceberg, pyarrow, sqlalchemy, duckdb, duckdb_ext, pytz" 2>/dev/null; then
+    log "installing pyiceberg 0.12.0 and duckdb 1.4.4 with its iceberg extension"
+    "$VENV/bin/pip" install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0" "duckdb==1.4.4" \
+      "duckdb-ext-iceberg==1.4.4.20260205" "duckdb-ext-avro==1.4.4.20260205" "pytz==2026.6"
   fi
   local missing=()
   pg_bindir >/dev/null || missing+=(postgresql)

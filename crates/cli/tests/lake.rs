@@ -52,14 +52,20 @@ fn assert_iceberg_scan_agrees(config: &LakeConfig) {
     }
 }
 
-/// PyIceberg (tests/interop/read_lake.py) reads every silver and gold table equal to
-/// `expected/`, and every table carries the epoch property.
-fn assert_pyiceberg_reads(uri: &str, warehouse: &str, s3_endpoint: Option<&str>, out: &Path) {
+/// PyIceberg or DuckDB (tests/interop/read_lake.py) reads every silver and gold table equal
+/// to `expected/`, and (PyIceberg) every table carries the epoch property.
+fn assert_engine_reads(
+    engine: &str,
+    uri: &str,
+    warehouse: &str,
+    s3_endpoint: Option<&str>,
+    out: &Path,
+) {
     let python = service_env("ALLUVIUM_PYTHON");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/read_lake.py");
     let mut cmd = Command::new(python);
     cmd.arg(script)
-        .args(["alluvium", uri, warehouse])
+        .args([engine, "alluvium", uri, warehouse])
         .arg(out);
     if let Some(e) = s3_endpoint {
         cmd.arg(e);
@@ -67,11 +73,11 @@ fn assert_pyiceberg_reads(uri: &str, warehouse: &str, s3_endpoint: Option<&str>,
     let output = cmd.output().expect("running python");
     assert!(
         output.status.success(),
-        "PyIceberg: {}",
+        "{engine}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let listing = String::from_utf8_lossy(&output.stdout);
-    assert!(listing.lines().count() >= 14, "tables seen by PyIceberg: {listing}");
+    assert!(listing.lines().count() >= 14, "tables seen by {engine}: {listing}");
     for line in listing.lines() {
         assert!(!line.ends_with(" None"), "no epoch in the snapshot: {line}");
     }
@@ -87,7 +93,7 @@ fn assert_pyiceberg_reads(uri: &str, warehouse: &str, s3_endpoint: Option<&str>,
         let got_text =
             std::fs::read_to_string(out.join(format!("{}.csv", def.qualified_name()))).unwrap();
         let got = sorted_csv(&got_text, true, false);
-        assert_eq!(got, want, "PyIceberg's {}", def.qualified_name());
+        assert_eq!(got, want, "{engine}'s {}", def.qualified_name());
     }
 }
 
@@ -152,7 +158,8 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     assert_eq!(progress.trim().parse::<u64>().unwrap(), last_gold);
     let uri = format!("sqlite:///{}", lake.join("catalog.db").display());
     let warehouse = format!("file://{}", lake.join("warehouse").display());
-    assert_pyiceberg_reads(&uri, &warehouse, None, &dir.path().join("py"));
+    assert_engine_reads("pyiceberg", &uri, &warehouse, None, &dir.path().join("py"));
+    assert_engine_reads("duckdb", &uri, &warehouse, None, &dir.path().join("duckdb"));
 
     // The same into the S3 server, with the catalog in its own SQLite file.
     let endpoint = service_env("ALLUVIUM_S3_ENDPOINT");
@@ -198,7 +205,48 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     };
     assert_bronze_exact(&s3_config);
     let uri = format!("sqlite:///{}", catalog_db.display());
-    assert_pyiceberg_reads(&uri, &s3_warehouse, Some(&endpoint), &dir.path().join("s3-py"));
+    assert_engine_reads(
+        "pyiceberg",
+        &uri,
+        &s3_warehouse,
+        Some(&endpoint),
+        &dir.path().join("s3-py"),
+    );
+
+    // The PostgreSQL-backed catalog, data on local disk, one worker, one epoch.
+    let catalog_url = fresh_database(&unique("catalog").to_lowercase());
+    let pg_warehouse = format!("file://{}", dir.path().join("pg-warehouse").display());
+    let pg_flags = [
+        "--lake-warehouse",
+        pg_warehouse.as_str(),
+        "--lake-catalog-uri",
+        catalog_url.as_str(),
+    ];
+    let pg_state = dir.path().join("pg-state");
+    let mut run = vec![
+        "run",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        pg_state.to_str().unwrap(),
+        "--until-idle",
+        "--epoch-records",
+        "100000",
+        "--epoch-ms",
+        "60000",
+    ];
+    run.extend(pg_flags);
+    ok(run);
+    let pg_export = dir.path().join("pg-csv");
+    let mut export = vec!["lake", "export", "--out", pg_export.to_str().unwrap()];
+    export.extend(pg_flags);
+    ok(export);
+    assert_matches_expected(&pg_export);
+    let tables = psql(
+        &catalog_url,
+        "SELECT count(*) FROM iceberg_tables WHERE catalog_name = 'alluvium'",
+    );
+    assert_eq!(tables.trim(), "14", "tables in the PostgreSQL catalog");
 }
 
 #[test]
