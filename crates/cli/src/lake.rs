@@ -104,3 +104,82 @@ pub fn run(cmd: LakeCommand) -> Result<()> {
         }
     }
 }
+
+/// Arguments of `alluvium maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Compact, per partition, the data files smaller than this many MiB.
+    #[arg(long, default_value_t = 32)]
+    pub small_file_mib: u64,
+    /// Do not compact.
+    #[arg(long)]
+    pub no_compact: bool,
+    /// Expire snapshots older than this many minutes (and delete the files only they use).
+    #[arg(long, default_value_t = 24 * 60)]
+    pub expire_older_than_minutes: i64,
+    /// Keep at least this many snapshots per table.
+    #[arg(long, default_value_t = 10)]
+    pub retain_last: usize,
+    /// Also delete files no snapshot references (crashed commit attempts) older than this many
+    /// minutes — lakes on local disk only.
+    #[arg(long)]
+    pub remove_orphans_older_than_minutes: Option<u64>,
+}
+
+/// Entry point of `alluvium maintain`.
+pub fn maintain(args: MaintainArgs) -> Result<()> {
+    use alluvium_connectors::lake::maintain::{maintain, orphan_files_local, MaintainOptions};
+    use alluvium_connectors::lake::read::blocking;
+    let config = args
+        .lake
+        .config()?
+        .context("invalid configuration: `--lake` or `--lake-warehouse` is required")?;
+    let options = MaintainOptions {
+        compact: !args.no_compact,
+        small_file_bytes: args.small_file_mib * 1024 * 1024,
+        expire_older_than_ms: Some(args.expire_older_than_minutes * 60_000),
+        retain_last: args.retain_last,
+    };
+    let defs = alluvium_medallion::lake::all_defs();
+    let reports = blocking(maintain(&config, &defs, &options))?;
+    println!(
+        "{:<26} {:>10} {:>8} {:>8} {:>8}  note",
+        "table", "compacted", "written", "expired", "deleted"
+    );
+    for r in &reports {
+        println!(
+            "{:<26} {:>10} {:>8} {:>8} {:>8}  {}",
+            r.table,
+            r.files_compacted,
+            r.files_written,
+            r.snapshots_expired,
+            r.files_deleted,
+            r.skipped.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(minutes) = args.remove_orphans_older_than_minutes {
+        let removed = blocking(async {
+            let catalog = config.open_catalog().await?;
+            let mut removed = 0;
+            for def in &defs {
+                let table = alluvium_connectors::lake::commit::ensure_table(&catalog, def).await?;
+                for path in
+                    orphan_files_local(&table, std::time::Duration::from_secs(minutes * 60)).await?
+                {
+                    std::fs::remove_file(&path).map_err(|e| {
+                        alluvium_connectors::lake::LakeError::Data(format!(
+                            "removing {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })?;
+        println!("removed {removed} orphan files");
+    }
+    Ok(())
+}

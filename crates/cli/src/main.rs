@@ -37,10 +37,12 @@ enum Command {
     /// Produce generated keyed messages (`key` -> integer value) to a topic.
     Produce(produce::ProduceArgs),
     /// Run the e-commerce medallion pipeline (Kafka -> silver and gold tables).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Test cases: `alluvium fixture load DIR` produces a case folder into the topics.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
+    /// Compact small files and expire old snapshots of the lake's tables.
+    Maintain(Box<lake::MaintainArgs>),
     /// The Iceberg lake: `alluvium lake export --lake DIR --out DIR`.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -65,9 +67,10 @@ fn main() {
         Command::Demo(args) => demo::run(args),
         Command::KeyedStats(args) => keyed_stats::run(args),
         Command::Produce(args) => produce::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Fixture(cmd) => fixture::run(cmd),
         Command::Lake(cmd) => lake::run(cmd),
+        Command::Maintain(args) => lake::maintain(*args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -112,9 +112,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         .as_deref()
         .map(|url| warehouse_sink(url, &args.pipeline_name));
     let lake = match args.lake.config()? {
-        Some(c) => Some(
-            LakeSinks::new(&c, &config.topics).context("setting up the Iceberg lake")?,
-        ),
+        Some(c) => Some(LakeSinks::new(&c, &config.topics).context("setting up the Iceberg lake")?),
         None => None,
     };
     let mut checkpoints = vec![sink
@@ -162,12 +160,33 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             }
             if let Some(l) = &lake {
                 let lake_err = |e: alluvium_engine::SinkError| e.to_string();
-                commit_sink(outputs.tables.clone(), positions.clone(), &l.tables, &plan, ctx, &probe)
-                    .map_err(lake_err)?;
-                commit_sink(outputs.quarantine.clone(), positions.clone(), &l.quarantine, &plan, ctx, &probe)
-                    .map_err(lake_err)?;
-                commit_sink(outputs.bronze.clone(), positions.clone(), &l.bronze, &plan, ctx, &probe)
-                    .map_err(lake_err)?;
+                commit_sink(
+                    outputs.tables.clone(),
+                    positions.clone(),
+                    &l.tables,
+                    &plan,
+                    ctx,
+                    &probe,
+                )
+                .map_err(lake_err)?;
+                commit_sink(
+                    outputs.quarantine.clone(),
+                    positions.clone(),
+                    &l.quarantine,
+                    &plan,
+                    ctx,
+                    &probe,
+                )
+                .map_err(lake_err)?;
+                commit_sink(
+                    outputs.bronze.clone(),
+                    positions.clone(),
+                    &l.bronze,
+                    &plan,
+                    ctx,
+                    &probe,
+                )
+                .map_err(lake_err)?;
             }
             commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
                 .map_err(|e| e.to_string())

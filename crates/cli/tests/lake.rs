@@ -47,7 +47,11 @@ fn assert_iceberg_scan_agrees(config: &LakeConfig) {
         let mut theirs = blocking(scan_table_with_iceberg(config, &def)).unwrap();
         ours.sort();
         theirs.sort();
-        assert!(!ours.is_empty() || def.namespace == "dq", "{} is empty", def.qualified_name());
+        assert!(
+            !ours.is_empty() || def.namespace == "dq",
+            "{} is empty",
+            def.qualified_name()
+        );
         assert_eq!(ours, theirs, "{}", def.qualified_name());
     }
 }
@@ -77,7 +81,10 @@ fn assert_engine_reads(
         String::from_utf8_lossy(&output.stderr)
     );
     let listing = String::from_utf8_lossy(&output.stdout);
-    assert!(listing.lines().count() >= 14, "tables seen by {engine}: {listing}");
+    assert!(
+        listing.lines().count() >= 14,
+        "tables seen by {engine}: {listing}"
+    );
     for line in listing.lines() {
         assert!(!line.ends_with(" None"), "no epoch in the snapshot: {line}");
     }
@@ -160,6 +167,65 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     let warehouse = format!("file://{}", lake.join("warehouse").display());
     assert_engine_reads("pyiceberg", &uri, &warehouse, None, &dir.path().join("py"));
     assert_engine_reads("duckdb", &uri, &warehouse, None, &dir.path().join("duckdb"));
+
+    // Maintenance: compact, expire all but the last snapshot, remove orphans; the tables are
+    // unchanged, and a restarted pipeline finds its epoch in the compacted snapshots (it
+    // neither re-appends bronze nor changes anything).
+    ok([
+        "maintain",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--expire-older-than-minutes",
+        "0",
+        "--retain-last",
+        "1",
+        "--remove-orphans-older-than-minutes",
+        "0",
+    ]);
+    blocking(async {
+        let catalog = config.open_catalog().await?;
+        for def in bronze_defs() {
+            let t = alluvium_connectors::lake::commit::ensure_table(&catalog, &def).await?;
+            assert_eq!(
+                t.metadata().snapshots().count(),
+                1,
+                "{}",
+                def.qualified_name()
+            );
+            let files = alluvium_connectors::lake::commit::live_files(&t).await?;
+            let mut days = BTreeSet::new();
+            for f in &files {
+                assert!(
+                    days.insert(format!("{:?}", f.partition())),
+                    "{}: uncompacted",
+                    def.qualified_name()
+                );
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    ok([
+        "run",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        dir.path().join("state").to_str().unwrap(),
+        "--until-idle",
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    let export = dir.path().join("csv-after-maintain");
+    ok([
+        "lake",
+        "export",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_matches_expected(&export);
+    assert_bronze_exact(&config);
 
     // The same into the S3 server, with the catalog in its own SQLite file.
     let endpoint = service_env("ALLUVIUM_S3_ENDPOINT");
@@ -307,7 +373,10 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
     .into_iter()
     .flatten()
     .collect();
-    assert!(!committed.is_empty(), "the killed runs committed nothing to the lake");
+    assert!(
+        !committed.is_empty(),
+        "the killed runs committed nothing to the lake"
+    );
 
     let args = run_args(&["--until-idle", "-w", "2"]);
     ok(args);
@@ -341,7 +410,12 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
             let n = epochs.len();
             epochs.sort();
             epochs.dedup();
-            assert_eq!(epochs.len(), n, "{}: an epoch was committed twice", def.qualified_name());
+            assert_eq!(
+                epochs.len(),
+                n,
+                "{}: an epoch was committed twice",
+                def.qualified_name()
+            );
         }
         Ok(())
     })

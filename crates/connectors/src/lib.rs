@@ -5,10 +5,14 @@
 //!
 //! - [`kafka`]: the Kafka source (a [`alluvium_engine::PartitionReader`] over rdkafka with
 //!   manual partition assignment), topic administration and a reliable producer.
+//! - [`lake`]: the Iceberg sink (SQL catalog on SQLite or PostgreSQL, local or S3 storage):
+//!   append-only tables get worker-written Parquet files, current-state tables copy-on-write
+//!   overwrites, committed at the manifest level with the epoch and positions in each
+//!   snapshot; plus maintenance (compaction, snapshot expiry).
 //! - [`warehouse`]: a PostgreSQL sink that applies each epoch's changes to keyed tables as
 //!   deletes and upserts in one transaction with the source positions.
 //!
-//! REST ingest, CSV files, PostgreSQL CDC, Iceberg and the warehouse follow the same pattern:
+//! REST ingest, CSV files and PostgreSQL CDC will follow the same pattern:
 //! the engine owns epochs and the commit protocol; a connector only moves bytes.
 
 #![warn(missing_docs)]

@@ -317,7 +317,15 @@ impl<R: PartitionReader> Driver<R> {
                 paused = true;
                 break;
             }
-            let chunk = budget.min(4096);
+            // Read no more than the open epoch has room for, so epochs close at their size
+            // exactly (replayed records belong to replay epochs and are not bounded).
+            let room = if self.replaying() {
+                usize::MAX
+            } else {
+                let max = self.clock.policy().max_records;
+                max.saturating_sub(self.clock.records()).max(1)
+            };
+            let chunk = budget.min(4096).min(room);
             let mut read = 0usize;
             {
                 let replay_of = &self.replay_of;

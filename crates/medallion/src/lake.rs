@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
+use alluvium_connectors::lake::Transform;
 use alluvium_connectors::lake::{
     Column, ColumnType, IcebergSink, LakeConfig, LakeError, Row, TableDef, TableMode, Value,
 };
-use alluvium_connectors::lake::Transform;
 
 use crate::graph::Topics;
 use crate::rows::{BronzeRow, QuarantineRow, TableRow, Text};
@@ -433,6 +433,14 @@ fn bronze_row(topics: &Topics, b: &BronzeRow) -> Option<(usize, Row)> {
     ))
 }
 
+/// Every table of the lake: [`table_defs`], [`quarantine_def`] and [`bronze_defs`].
+pub fn all_defs() -> Vec<TableDef> {
+    let mut defs = table_defs();
+    defs.push(quarantine_def());
+    defs.extend(bronze_defs());
+    defs
+}
+
 /// The three lake sinks of the pipeline: silver/gold/dq tables, the quarantine, and bronze.
 pub struct LakeSinks {
     /// Silver and gold current-state tables and `dq.results`.
@@ -479,7 +487,8 @@ fn write_rows(
     mut rows: Vec<Vec<std::string::String>>,
 ) -> Result<(), LakeError> {
     rows.sort();
-    let io = |e: &dyn std::fmt::Display| LakeError::Data(format!("writing {}: {e}", path.display()));
+    let io =
+        |e: &dyn std::fmt::Display| LakeError::Data(format!("writing {}: {e}", path.display()));
     let mut w = csv::Writer::from_path(path).map_err(|e| io(&e))?;
     w.write_record(header).map_err(|e| io(&e))?;
     for r in rows {

@@ -5,7 +5,6 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-
 /// A variable exported by `scripts/services.sh`; the tests need the real services.
 pub fn service_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -121,7 +120,6 @@ pub fn assert_matches_expected(export: &Path) {
     }
 }
 
-
 pub fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .arg(url)
@@ -178,7 +176,9 @@ pub fn assert_warehouse_matches(url: &str) {
                     alluvium_connectors::warehouse::PgType::Timestamptz => format!(
                         "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
                     ),
-                    alluvium_connectors::warehouse::PgType::Date => format!("to_char({c}, 'YYYY-MM-DD')"),
+                    alluvium_connectors::warehouse::PgType::Date => {
+                        format!("to_char({c}, 'YYYY-MM-DD')")
+                    }
                     _ => format!("{c}::text"),
                 }
             })
@@ -204,4 +204,3 @@ pub fn assert_warehouse_matches(url: &str) {
         assert_eq!(got, expected, "{}", table.name);
     }
 }
-

@@ -23,13 +23,13 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use alluvium_engine::{Checkpoint, Epoch, Positions};
-use iceberg::MetadataLocation;
 use iceberg::spec::{
-    DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary, MAIN_BRANCH,
+    DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    MAIN_BRANCH,
 };
 use iceberg::table::Table;
+use iceberg::MetadataLocation;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
 use super::table::TableDef;
@@ -309,12 +309,7 @@ pub async fn commit_snapshot(
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone())
         .unwrap_or_default();
-    let total = |key: &str| -> u64 {
-        previous
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let total = |key: &str| -> u64 { previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0) };
     let mut properties = change.properties;
     properties.insert("added-data-files".into(), added_files.to_string());
     properties.insert("added-records".into(), added_records.to_string());
@@ -425,8 +420,8 @@ async fn swap_metadata_location(
         .execute(pool)
         .await
         .map_err(|source| LakeError::Catalog {
+            source: Box::new(source),
             context: format!("committing {ident} in the catalog"),
-            source,
         })?;
     if result.rows_affected() == 0 {
         return Err(LakeError::Conflict(ident.to_string()));

@@ -153,8 +153,8 @@ impl LakeConfig {
             .connect(&self.catalog_uri)
             .await
             .map_err(|source| LakeError::Catalog {
+                source: Box::new(source),
                 context: format!("connecting to the catalog database {}", self.catalog_uri),
-                source,
             })
     }
 }

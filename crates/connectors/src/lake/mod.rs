@@ -21,16 +21,17 @@
 //! table stops (it is stale: fenced).
 
 pub mod commit;
-pub mod read;
 mod config;
+pub mod maintain;
+pub mod read;
 pub mod sink;
 pub mod table;
 
 pub use config::{LakeConfig, S3Options};
-pub use sink::{IcebergSink, LakeRowMapper};
-pub use table::{Column, ColumnType, Row, TableDef, TableMode, Value};
 /// Partition transforms (`Day`, `Identity`, `Bucket(n)`, ...), re-exported from iceberg.
 pub use iceberg::spec::Transform;
+pub use sink::{IcebergSink, LakeRowMapper};
+pub use table::{Column, ColumnType, Row, TableDef, TableMode, Value};
 
 use thiserror::Error;
 
@@ -48,9 +49,9 @@ pub enum LakeError {
     Iceberg {
         /// What was being done.
         context: String,
-        /// The library's error.
+        /// The library's error (boxed: it is large).
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     /// The catalog database failed.
     #[error("{context}: {source}")]
@@ -59,7 +60,7 @@ pub enum LakeError {
         context: String,
         /// The driver's error.
         #[source]
-        source: sqlx::Error,
+        source: Box<sqlx::Error>,
     },
     /// Another writer changed the table between our read and our compare-and-swap.
     #[error("table {0} was changed by another writer during the commit")]
@@ -79,7 +80,10 @@ pub enum LakeError {
 
 impl LakeError {
     pub(crate) fn iceberg(context: String, source: iceberg::Error) -> Self {
-        LakeError::Iceberg { context, source }
+        LakeError::Iceberg {
+            context,
+            source: Box::new(source),
+        }
     }
 
     /// Whether retrying may succeed (lost races, I/O and network failures).
@@ -87,13 +91,15 @@ impl LakeError {
         match self {
             LakeError::Conflict(_) => true,
             LakeError::Catalog { source, .. } => !matches!(
-                source,
+                **source,
                 sqlx::Error::Database(_) | sqlx::Error::Configuration(_)
             ),
-            LakeError::Iceberg { source, .. } => matches!(
-                source.kind(),
-                iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
-            ) || source.retryable(),
+            LakeError::Iceberg { source, .. } => {
+                matches!(
+                    source.kind(),
+                    iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
+                ) || source.retryable()
+            }
             _ => false,
         }
     }

@@ -32,7 +32,11 @@ async fn load(config: &LakeConfig, def: &TableDef) -> Result<Option<Table>, Lake
         .load_table(&ident)
         .await
         .map_err(|e| LakeError::iceberg(format!("loading {name}"), e))?;
-    Ok(table.metadata().current_snapshot().is_some().then_some(table))
+    Ok(table
+        .metadata()
+        .current_snapshot()
+        .is_some()
+        .then_some(table))
 }
 
 /// Reads every row of one data file.

@@ -29,9 +29,7 @@ use super::commit::{
     POSITIONS_PROPERTY,
 };
 use super::read::read_data_file;
-use super::table::{
-    group_by_partition, to_record_batch, Partitioner, Row, TableDef, TableMode,
-};
+use super::table::{group_by_partition, to_record_batch, Partitioner, Row, TableDef, TableMode};
 use super::{LakeConfig, LakeError};
 
 /// Maps a collection row to `(table index, values)`, or `None` for rows of no lake table.
@@ -132,18 +130,19 @@ pub enum StagedTable {
 }
 
 /// A table loaded for writing: its definition, current state and derived helpers.
-struct OpenTable {
-    def: TableDef,
-    table: Table,
+pub(crate) struct OpenTable {
+    pub(crate) def: TableDef,
+    pub(crate) table: Table,
     partitioner: Partitioner,
     arrow_schema: arrow::datatypes::SchemaRef,
 }
 
 impl OpenTable {
-    fn new(def: TableDef, table: Table) -> Result<Self, LakeError> {
+    pub(crate) fn new(def: TableDef, table: Table) -> Result<Self, LakeError> {
         let arrow_schema = Arc::new(
-            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-                .map_err(|e| LakeError::iceberg(format!("Arrow schema of {}", def.qualified_name()), e))?,
+            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(
+                |e| LakeError::iceberg(format!("Arrow schema of {}", def.qualified_name()), e),
+            )?,
         );
         Ok(OpenTable {
             partitioner: def.partitioner()?,
@@ -154,7 +153,7 @@ impl OpenTable {
     }
 
     /// Writes `rows` (with multiplicities) as Parquet data files, one set per partition.
-    async fn write_files(
+    pub(crate) async fn write_files(
         &self,
         config: &LakeConfig,
         prefix: &str,
@@ -185,7 +184,8 @@ impl OpenTable {
                 location.clone(),
                 names,
             );
-            let key = partitioned.then(|| PartitionKey::new(spec.clone(), schema.clone(), partition));
+            let key =
+                partitioned.then(|| PartitionKey::new(spec.clone(), schema.clone(), partition));
             let mut writer = DataFileWriterBuilder::new(rolling)
                 .build(key)
                 .await
@@ -218,15 +218,15 @@ impl OpenTable {
             .default_partition_spec()
             .partition_type(metadata.current_schema())
             .map_err(|e| {
-                LakeError::iceberg(format!("partition type of {}", self.def.qualified_name()), e)
+                LakeError::iceberg(
+                    format!("partition type of {}", self.def.qualified_name()),
+                    e,
+                )
             })
     }
 }
 
-async fn open_tables(
-    catalog: &SqlCatalog,
-    defs: &[TableDef],
-) -> Result<Vec<OpenTable>, LakeError> {
+async fn open_tables(catalog: &SqlCatalog, defs: &[TableDef]) -> Result<Vec<OpenTable>, LakeError> {
     let mut out = Vec::with_capacity(defs.len());
     for def in defs {
         let table = ensure_table(catalog, def).await?;
@@ -282,9 +282,9 @@ impl<D: 'static> SinkWriter<D> for IcebergWriter<D> {
                         self.worker,
                         uuid::Uuid::new_v4().simple()
                     );
-                    let files = self
-                        .rt
-                        .block_on(open.write_files(&self.config, &prefix, &counted))?;
+                    let files =
+                        self.rt
+                            .block_on(open.write_files(&self.config, &prefix, &counted))?;
                     let partition_type = open.partition_type()?;
                     let files = files
                         .into_iter()
@@ -338,7 +338,12 @@ impl IcebergCommitter {
         if touched.is_empty() {
             return Ok(change);
         }
-        let partitioned = !open.table.metadata().default_partition_spec().fields().is_empty();
+        let partitioned = !open
+            .table
+            .metadata()
+            .default_partition_spec()
+            .fields()
+            .is_empty();
         let files = live_files(&open.table).await?;
         let mut current: HashMap<Struct, HashMap<Row, isize>> = HashMap::new();
         for file in files {

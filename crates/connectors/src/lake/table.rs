@@ -198,8 +198,9 @@ impl TableDef {
             return Ok(Partitioner { column: None });
         };
         let index = self.column_index(column)?;
-        let function = create_transform_function(transform)
-            .map_err(|e| LakeError::iceberg(format!("transform of {}", self.qualified_name()), e))?;
+        let function = create_transform_function(transform).map_err(|e| {
+            LakeError::iceberg(format!("transform of {}", self.qualified_name()), e)
+        })?;
         Ok(Partitioner {
             column: Some((index, self.columns[index].ty, Arc::from(function))),
         })
@@ -209,7 +210,11 @@ impl TableDef {
 /// Computes the partition value ([`Struct`]) of rows of one table.
 #[derive(Clone)]
 pub struct Partitioner {
-    column: Option<(usize, ColumnType, Arc<dyn iceberg::transform::TransformFunction>)>,
+    column: Option<(
+        usize,
+        ColumnType,
+        Arc<dyn iceberg::transform::TransformFunction>,
+    )>,
 }
 
 impl Partitioner {
@@ -415,11 +420,7 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Row>, LakeError> {
                     .downcast_ref::<$ty>()
                     .ok_or_else(|| LakeError::Data("unexpected column type".into()))?;
                 for (i, row) in rows.iter_mut().enumerate() {
-                    row.push(if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        $f(a, i)
-                    });
+                    row.push(if a.is_null(i) { Value::Null } else { $f(a, i) });
                 }
             }};
         }
@@ -456,12 +457,15 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Row>, LakeError> {
     Ok(rows)
 }
 
+/// Rows (with a payload such as a count) grouped by partition value.
+pub type PartitionGroups<'a, T> = HashMap<Struct, Vec<(&'a Row, T)>>;
+
 /// Groups `rows` by partition value.
 pub fn group_by_partition<'a, T>(
     partitioner: &Partitioner,
     rows: impl IntoIterator<Item = (&'a Row, T)>,
-) -> Result<HashMap<Struct, Vec<(&'a Row, T)>>, LakeError> {
-    let mut groups: HashMap<Struct, Vec<(&'a Row, T)>> = HashMap::new();
+) -> Result<PartitionGroups<'a, T>, LakeError> {
+    let mut groups: PartitionGroups<'a, T> = HashMap::new();
     for (row, t) in rows {
         groups
             .entry(partitioner.partition(row)?)
