@@ -147,17 +147,6 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 Some(probe.clone()),
             );
             let outputs = medallion(records, &graph_config, ctx);
-            if let Some(w) = &warehouse {
-                commit_sink(
-                    outputs.tables.clone(),
-                    positions.clone(),
-                    w,
-                    &plan,
-                    ctx,
-                    &probe,
-                )
-                .map_err(|e| e.to_string())?;
-            }
             if let Some(l) = &lake {
                 let lake_err = |e: alluvium_engine::SinkError| e.to_string();
                 commit_sink(
@@ -187,6 +176,17 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                     &probe,
                 )
                 .map_err(lake_err)?;
+            }
+            if let Some(w) = &warehouse {
+                commit_sink(
+                    outputs.tables.clone(),
+                    positions.clone(),
+                    w,
+                    &plan,
+                    ctx,
+                    &probe,
+                )
+                .map_err(|e| e.to_string())?;
             }
             commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
                 .map_err(|e| e.to_string())

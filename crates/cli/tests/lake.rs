@@ -421,3 +421,126 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
     })
     .unwrap();
 }
+
+/// The last epoch committed to a lake table, if any.
+fn lake_epoch(config: &LakeConfig, def: &alluvium_connectors::lake::TableDef) -> Option<u64> {
+    blocking(async {
+        let catalog = config.open_catalog().await?;
+        let t = alluvium_connectors::lake::commit::ensure_table(&catalog, def).await?;
+        alluvium_connectors::lake::commit::last_commit(&t)
+    })
+    .unwrap()
+    .map(|c| c.epoch)
+}
+
+#[test]
+fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
+    let prefix = prefix("lakeaim");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let url = fresh_database(&unique("lakeaim").to_lowercase());
+    let state = dir.path().join("state");
+    let args: Vec<String> = [
+        "run",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        state.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+        "--warehouse-url",
+        &url,
+        "--epoch-records",
+        "100",
+        "--epoch-ms",
+        "10",
+        "--max-inflight-epochs",
+        "1",
+        "--until-idle",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let crash = |failpoint: &str| {
+        let status = alluvium(&args)
+            .env("ALLUVIUM_FAILPOINT", failpoint)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            !status.success(),
+            "the failpoint {failpoint} was not reached"
+        );
+    };
+    let config = local_config(&lake);
+    let orders = &table_defs()[0];
+
+    // 1. The lake's silver/gold sink committed its 3rd epoch; the warehouse has not (yet).
+    crash("after_commit:iceberg:silver.orders:3");
+    let lake_at = lake_epoch(&config, orders).expect("the lake committed");
+    let progress = psql(
+        &url,
+        "SELECT coalesce(max(epoch), 0) FROM pipeline.progress",
+    );
+    let warehouse_at: u64 = progress.trim().parse().unwrap();
+    assert!(
+        warehouse_at < lake_at,
+        "the crash did not fall between the lake ({lake_at}) and the warehouse ({warehouse_at})"
+    );
+
+    // 2. Bronze files of an epoch written, not committed: they stay unreferenced (orphans).
+    crash("after_stage:iceberg:bronze.orders:2");
+    let orphans = blocking(async {
+        let catalog = config.open_catalog().await?;
+        let mut n = 0;
+        for def in bronze_defs() {
+            let t = alluvium_connectors::lake::commit::ensure_table(&catalog, &def).await?;
+            n += alluvium_connectors::lake::maintain::orphan_files_local(&t, Duration::ZERO)
+                .await?
+                .len();
+        }
+        Ok(n)
+    })
+    .unwrap();
+    assert!(orphans > 0, "no data files of the crashed epoch were left");
+
+    // 3. Run to the end: every table exact, each offset once in bronze; maintenance removes the
+    //    orphans and changes no table.
+    let status = alluvium(&args).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let export = dir.path().join("csv");
+    let export_args = [
+        "lake",
+        "export",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ];
+    ok(export_args);
+    assert_matches_expected(&export);
+    assert_bronze_exact(&config);
+    assert_warehouse_matches(&url);
+    let out = alluvium([
+        "maintain",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--no-compact",
+        "--remove-orphans-older-than-minutes",
+        "0",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("removed ") && !l.starts_with("removed 0 ")),
+        "{text}"
+    );
+    ok(export_args);
+    assert_matches_expected(&export);
+    assert_bronze_exact(&config);
+}

@@ -44,6 +44,7 @@
 pub mod demo;
 pub mod epoch;
 pub mod error;
+pub mod failpoint;
 pub mod latest;
 pub mod left_join;
 pub mod position;

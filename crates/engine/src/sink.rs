@@ -241,7 +241,10 @@ where
                             continue;
                         }
                         match writer.stage(epoch, updates) {
-                            Ok(Some(piece)) => output.session(&cap).give((epoch, piece)),
+                            Ok(Some(piece)) => {
+                                crate::failpoint::hit("after_stage", &stage_name);
+                                output.session(&cap).give((epoch, piece))
+                            }
                             Ok(None) => {}
                             Err(e) => stage_ctx
                                 .fail(format!("sink {stage_name}: staging epoch {epoch}: {e}")),
@@ -323,7 +326,10 @@ where
                             committer.commit(epoch, &pieces, &cumulative)
                         });
                         match result {
-                            Ok(()) => tracing::debug!(sink = %name, epoch, "committed"),
+                            Ok(()) => {
+                                tracing::debug!(sink = %name, epoch, "committed");
+                                crate::failpoint::hit("after_commit", &name);
+                            }
                             Err(e) => commit_ctx
                                 .fail(format!("sink {name}: committing epoch {epoch}: {e}")),
                         }

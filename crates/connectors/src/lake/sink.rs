@@ -513,7 +513,17 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
     type Committer = IcebergCommitter;
 
     fn name(&self) -> String {
-        format!("iceberg:{}", self.config.warehouse)
+        // Unique per sink of a lake: the first table and how many more.
+        let first = self
+            .tables
+            .first()
+            .map(TableDef::qualified_name)
+            .unwrap_or_default();
+        format!(
+            "iceberg:{first}+{} in {}",
+            self.tables.len().saturating_sub(1),
+            self.config.warehouse
+        )
     }
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {

@@ -1,0 +1,54 @@
+//! Fault injection for crash tests.
+//!
+//! Random `kill -9`s find most crash windows, but the narrow ones (between two sinks'
+//! commits of one epoch, or after data files are written and before they are committed) need
+//! aiming. Set `ALLUVIUM_FAILPOINT=<point>:<sink name substring>:<n>` and the process aborts
+//! (no unwinding, no flushing — like SIGKILL) the `n`-th time it passes `<point>` for a sink
+//! whose name contains the substring. Points:
+//!
+//! - `after_stage`: a writer staged an epoch (its data files are written, not committed);
+//! - `after_commit`: a committer committed an epoch (the sinks built after it have not yet).
+//!
+//! Unset (the normal case) costs one relaxed atomic load per epoch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+struct Failpoint {
+    point: String,
+    sink: String,
+    nth: u64,
+    hits: AtomicU64,
+}
+
+fn configured() -> Option<&'static Failpoint> {
+    static CONFIG: OnceLock<Option<Failpoint>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let value = std::env::var("ALLUVIUM_FAILPOINT").ok()?;
+            // The sink part may itself hold colons: point first, count last.
+            let (point, rest) = value.split_once(':')?;
+            let (sink, nth) = rest.rsplit_once(':')?;
+            let (point, sink, nth) = (point.to_string(), sink.to_string(), nth.parse().ok()?);
+            Some(Failpoint {
+                point,
+                sink,
+                nth,
+                hits: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Passes failpoint `point` for sink `sink`: aborts the process if this is the configured
+/// `n`-th pass.
+pub fn hit(point: &str, sink: &str) {
+    let Some(f) = configured() else { return };
+    if f.point == point && sink.contains(&f.sink) {
+        let n = f.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == f.nth {
+            eprintln!("failpoint {point} for sink {sink}: aborting (pass {n})");
+            std::process::abort();
+        }
+    }
+}
