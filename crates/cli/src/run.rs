@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// `pipeline.progress`), e.g. `postgresql://user@host:5432/db`.
     #[arg(long, env = "ALLUVIUM_WAREHOUSE_URL")]
     pub warehouse_url: Option<String>,
+    /// Upserts of at least this many rows into one warehouse table in one epoch go through
+    /// `COPY` into a temporary table and a merge (fewer round trips for large epochs).
+    #[arg(long, default_value_t = alluvium_connectors::warehouse::DEFAULT_BULK_ROWS)]
+    pub warehouse_bulk_rows: usize,
     /// Name of this pipeline in `pipeline.progress`.
     #[arg(long, default_value = "medallion")]
     pub pipeline_name: String,
@@ -107,10 +111,9 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     };
     tracing::info!(state = %state.display(), "committed tables");
     let sink = FileSink::<TableRow>::new(state.join("tables"));
-    let warehouse = args
-        .warehouse_url
-        .as_deref()
-        .map(|url| warehouse_sink(url, &args.pipeline_name));
+    let warehouse = args.warehouse_url.as_deref().map(|url| {
+        warehouse_sink(url, &args.pipeline_name).with_bulk_rows(args.warehouse_bulk_rows)
+    });
     let lake = match args.lake.config()? {
         Some(c) => Some(LakeSinks::new(&c, &config.topics).context("setting up the Iceberg lake")?),
         None => None,

@@ -451,6 +451,9 @@ fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
         lake.to_str().unwrap(),
         "--warehouse-url",
         &url,
+        // Large upserts through COPY + merge, small ones through unnest: both paths.
+        "--warehouse-bulk-rows",
+        "40",
         "--epoch-records",
         "100",
         "--epoch-ms",

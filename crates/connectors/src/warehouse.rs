@@ -87,8 +87,13 @@ pub struct PgSink<D> {
     pipeline: String,
     tables: Arc<Vec<PgTable>>,
     mapper: RowMapper<D>,
+    bulk_rows: usize,
     _rows: PhantomData<fn() -> D>,
 }
+
+/// Upserts of at least this many rows into one table go through `COPY` (see
+/// [`PgSink::with_bulk_rows`]).
+pub const DEFAULT_BULK_ROWS: usize = 10_000;
 
 impl<D> Clone for PgSink<D> {
     fn clone(&self) -> Self {
@@ -97,6 +102,7 @@ impl<D> Clone for PgSink<D> {
             pipeline: self.pipeline.clone(),
             tables: self.tables.clone(),
             mapper: self.mapper,
+            bulk_rows: self.bulk_rows,
             _rows: PhantomData,
         }
     }
@@ -149,8 +155,17 @@ impl<D> PgSink<D> {
             pipeline: pipeline.into(),
             tables: Arc::new(tables),
             mapper,
+            bulk_rows: DEFAULT_BULK_ROWS,
             _rows: PhantomData,
         }
+    }
+
+    /// Upserts of at least `rows` rows into one table are streamed with `COPY … FROM STDIN`
+    /// into a temporary table and merged from there (`INSERT … SELECT … ON CONFLICT`), still
+    /// inside the epoch's transaction; smaller ones are one `INSERT … SELECT FROM unnest(…)`.
+    pub fn with_bulk_rows(mut self, rows: usize) -> Self {
+        self.bulk_rows = rows.max(1);
+        self
     }
 
     /// The DDL that creates the schemas, tables and the progress table (idempotent).
@@ -267,6 +282,7 @@ impl<D: 'static> Sink<D> for PgSink<D> {
             url: self.url.clone(),
             pipeline: self.pipeline.clone(),
             tables: self.tables.clone(),
+            bulk_rows: self.bulk_rows,
             runtime: Some(runtime()?),
             client: None,
         })
@@ -300,6 +316,7 @@ pub struct PgCommitter {
     url: String,
     pipeline: String,
     tables: Arc<Vec<PgTable>>,
+    bulk_rows: usize,
     /// Taken out while an epoch is applied (the connection task lives on it).
     runtime: Option<tokio::runtime::Runtime>,
     client: Option<Client>,
@@ -340,6 +357,96 @@ fn column_arrays(
             }
         })
         .collect()
+}
+
+/// One value in PostgreSQL's CSV `COPY` format: NULL unquoted and empty, text always quoted.
+fn push_csv(out: &mut Vec<u8>, value: &PgValue) {
+    match value {
+        PgValue::Text(None) | PgValue::Int(None) | PgValue::Bool(None) => {}
+        PgValue::Int(Some(v)) => out.extend_from_slice(v.to_string().as_bytes()),
+        PgValue::Bool(Some(v)) => out.push(if *v { b't' } else { b'f' }),
+        PgValue::Text(Some(t)) => {
+            out.push(b'"');
+            for b in t.bytes() {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        }
+    }
+}
+
+/// The bulk path: `COPY` the rows into a temporary copy of the table, then merge.
+async fn copy_upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &PgTable,
+    rows: &[&Vec<PgValue>],
+) -> Result<(), SinkError> {
+    use futures::SinkExt;
+    let names: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
+    let stage = "alluvium_stage";
+    tx.batch_execute(&format!(
+        "DROP TABLE IF EXISTS pg_temp.{stage}; \
+         CREATE TEMP TABLE {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        table.name
+    ))
+    .await
+    .map_err(transient(&format!(
+        "creating the staging table for {}",
+        table.name
+    )))?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {stage} ({}) FROM STDIN WITH (FORMAT csv)",
+            names.join(", ")
+        ))
+        .await
+        .map_err(transient(&format!("starting COPY into {}", table.name)))?;
+    let mut sink = std::pin::pin!(sink);
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    for row in rows {
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            push_csv(&mut buf, v);
+        }
+        buf.push(b'\n');
+        if buf.len() >= 1 << 20 {
+            sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
+                .await
+                .map_err(transient(&format!("copying into {}", table.name)))?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(bytes::Bytes::from(buf))
+            .await
+            .map_err(transient(&format!("copying into {}", table.name)))?;
+    }
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(transient(&format!("finishing COPY into {}", table.name)))?;
+    let update: Vec<String> = names[table.key..]
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let on_conflict = if update.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", update.join(", "))
+    };
+    tx.batch_execute(&format!(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) {on_conflict}; DROP TABLE {stage}",
+        t = table.name,
+        cols = names.join(", "),
+        key = names[..table.key].join(", "),
+    ))
+    .await
+    .map_err(transient(&format!("merging into {}", table.name)))?;
+    Ok(())
 }
 
 impl PgCommitter {
@@ -388,7 +495,10 @@ impl PgCommitter {
                     .await
                     .map_err(transient(&format!("deleting from {}", table.name)))?;
             }
-            if !upserts.is_empty() {
+            if upserts.len() >= self.bulk_rows {
+                let values: Vec<&Vec<PgValue>> = upserts.iter().map(|(_, v, _)| v).collect();
+                copy_upsert(&tx, table, &values).await?;
+            } else if !upserts.is_empty() {
                 let values: Vec<&Vec<PgValue>> = upserts.iter().map(|(_, v, _)| v).collect();
                 let params = column_arrays(cols, &values);
                 let unnest: Vec<String> = (0..cols.len())
