@@ -109,8 +109,6 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         mode: args.epochs.mode(),
         ..SourceOptions::default()
     };
-    tracing::info!(state = %state.display(), "committed tables");
-    let sink = FileSink::<TableRow>::new(state.join("tables"));
     let warehouse = args.warehouse_url.as_deref().map(|url| {
         warehouse_sink(url, &args.pipeline_name).with_bulk_rows(args.warehouse_bulk_rows)
     });
@@ -118,9 +116,19 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         Some(c) => Some(LakeSinks::new(&c, &config.topics).context("setting up the Iceberg lake")?),
         None => None,
     };
-    let mut checkpoints = vec![sink
-        .checkpoint()
-        .context("reading the tables' checkpoint")?];
+    // The file table (a whole-table JSON rewritten per commit, for small runs and tests) only
+    // when there is no lake: the lake holds every table, and `--export-csv` reads it.
+    let sink = match &lake {
+        None => {
+            tracing::info!(state = %state.display(), "committed tables");
+            Some(FileSink::<TableRow>::new(state.join("tables")))
+        }
+        Some(_) => None,
+    };
+    let mut checkpoints = Vec::new();
+    if let Some(s) = &sink {
+        checkpoints.push(s.checkpoint().context("reading the tables' checkpoint")?);
+    }
     if let Some(w) = &warehouse {
         checkpoints.push(w.checkpoint().context("reading the warehouse checkpoint")?);
     }
@@ -136,6 +144,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
     let topics = config.topics.all();
     let table = sink.clone();
+    let lake_config = lake.as_ref().map(|l| l.config().clone());
     let graph_config = config.clone();
     execute(&cluster, move |worker, ctx| {
         let probe = ProbeHandle::new();
@@ -191,11 +200,19 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 )
                 .map_err(|e| e.to_string())?;
             }
-            commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
-                .map_err(|e| e.to_string())
+            if let Some(table) = &table {
+                commit_sink(outputs.tables, positions, table, &plan, ctx, &probe)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })
     })?;
-    if let (Some(dir), 0) = (&args.export_csv, args.cluster.process) {
+    if let (Some(dir), 0, Some(l)) = (&args.export_csv, args.cluster.process, &lake_config) {
+        alluvium_medallion::lake::export_csv(l, dir)
+            .with_context(|| format!("writing CSV files to {}", dir.display()))?;
+        println!("exported the lake's tables to {}", dir.display());
+    }
+    if let (Some(dir), 0, Some(sink)) = (&args.export_csv, args.cluster.process, &sink) {
         let state = sink
             .read_state()?
             .context("the pipeline committed nothing")?;

@@ -433,6 +433,13 @@ fn bronze_row(topics: &Topics, b: &BronzeRow) -> Option<(usize, Row)> {
     ))
 }
 
+impl LakeSinks {
+    /// The lake they write.
+    pub fn config(&self) -> &LakeConfig {
+        &self.config
+    }
+}
+
 /// Every table of the lake: [`table_defs`], [`quarantine_def`] and [`bronze_defs`].
 pub fn all_defs() -> Vec<TableDef> {
     let mut defs = table_defs();
@@ -443,6 +450,7 @@ pub fn all_defs() -> Vec<TableDef> {
 
 /// The three lake sinks of the pipeline: silver/gold/dq tables, the quarantine, and bronze.
 pub struct LakeSinks {
+    config: LakeConfig,
     /// Silver and gold current-state tables and `dq.results`.
     pub tables: IcebergSink<TableRow>,
     /// `silver.quarantine`.
@@ -456,6 +464,7 @@ impl LakeSinks {
     pub fn new(config: &LakeConfig, topics: &Topics) -> Result<Self, LakeError> {
         let topics = Arc::new(topics.clone());
         Ok(LakeSinks {
+            config: config.clone(),
             tables: IcebergSink::new(config.clone(), table_defs(), table_row)?,
             quarantine: IcebergSink::new(config.clone(), vec![quarantine_def()], quarantine_row)?,
             bronze: IcebergSink::new(config.clone(), bronze_defs(), move |b: &BronzeRow| {

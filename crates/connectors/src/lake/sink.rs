@@ -311,13 +311,101 @@ pub struct IcebergCommitter {
     pool: sqlx::AnyPool,
     tables: Vec<OpenTable>,
     last_epoch: Vec<Option<Epoch>>,
+    /// Per current-state table, where each live row is (built on first use).
+    indexes: Vec<Option<RowIndex>>,
+}
+
+/// Where the rows of a current-state table live: a row's hash → the file groups holding it
+/// (one entry per copy), and each group's files and partition. A retraction then rewrites
+/// only the group holding the row (typically the small files of recent epochs), not the whole
+/// partition. Memory: roughly 40 bytes per live row.
+struct RowIndex {
+    rows: HashMap<u64, Vec<u32>>,
+    groups: HashMap<u32, (Vec<String>, Struct)>,
+    next_group: u32,
+    partitioned: bool,
+}
+
+fn row_hash(row: &Row) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    row.hash(&mut h);
+    h.finish()
+}
+
+impl RowIndex {
+    /// Reads every live file of the table (once per committer, or after a conflict).
+    async fn build(open: &OpenTable) -> Result<Self, LakeError> {
+        let partitioned = !open
+            .table
+            .metadata()
+            .default_partition_spec()
+            .fields()
+            .is_empty();
+        let mut index = RowIndex {
+            rows: HashMap::new(),
+            groups: HashMap::new(),
+            next_group: 0,
+            partitioned,
+        };
+        for file in live_files(&open.table).await? {
+            let partition = if partitioned {
+                file.partition().clone()
+            } else {
+                Struct::empty()
+            };
+            let group = index.add_group(vec![file.file_path().to_string()], partition);
+            for row in read_data_file(&open.table, file.file_path()).await? {
+                index.remember(&row, group);
+            }
+        }
+        Ok(index)
+    }
+
+    fn add_group(&mut self, paths: Vec<String>, partition: Struct) -> u32 {
+        let id = self.next_group;
+        self.next_group += 1;
+        self.groups.insert(id, (paths, partition));
+        id
+    }
+
+    fn remember(&mut self, row: &Row, group: u32) {
+        self.rows.entry(row_hash(row)).or_default().push(group);
+    }
+
+    /// Removes one copy of `row` and returns the group holding it.
+    fn take(&mut self, row: &Row) -> Option<u32> {
+        let h = row_hash(row);
+        let groups = self.rows.get_mut(&h)?;
+        let g = groups.pop();
+        if groups.is_empty() {
+            self.rows.remove(&h);
+        }
+        g
+    }
+
+    /// Removes the entry of one copy of `row` in `group` (the row moves to a new group).
+    fn forget(&mut self, row: &Row, group: u32) {
+        let h = row_hash(row);
+        if let Some(groups) = self.rows.get_mut(&h) {
+            if let Some(i) = groups.iter().position(|g| *g == group) {
+                groups.swap_remove(i);
+            }
+            if groups.is_empty() {
+                self.rows.remove(&h);
+            }
+        }
+    }
 }
 
 impl IcebergCommitter {
-    /// Applies current-state changes to the files of the partitions they touch.
+    /// Applies current-state changes by rewriting only the file groups that hold retracted
+    /// rows (found through the table's [`RowIndex`]); inserted rows and the surviving rows of
+    /// rewritten groups go to new files, per partition.
     async fn rewrite(
         config: &LakeConfig,
         open: &OpenTable,
+        index: &mut RowIndex,
         epoch: Epoch,
         rows: Vec<(Row, isize)>,
     ) -> Result<SnapshotChange, LakeError> {
@@ -327,60 +415,78 @@ impl IcebergCommitter {
             *diffs.entry(row).or_default() += d;
         }
         diffs.retain(|_, d| *d != 0);
-        let mut touched: HashMap<Struct, HashMap<Row, isize>> = HashMap::new();
-        for (row, d) in diffs {
-            touched
-                .entry(open.partitioner.partition(&row)?)
-                .or_default()
-                .insert(row, d);
-        }
         let mut change = SnapshotChange::default();
-        if touched.is_empty() {
+        if diffs.is_empty() {
             return Ok(change);
         }
-        let partitioned = !open
-            .table
-            .metadata()
-            .default_partition_spec()
-            .fields()
-            .is_empty();
-        let files = live_files(&open.table).await?;
-        let mut current: HashMap<Struct, HashMap<Row, isize>> = HashMap::new();
-        for file in files {
-            let partition = if partitioned {
-                file.partition().clone()
+        // Which groups hold the retracted rows.
+        let mut touched: HashMap<u32, HashMap<Row, isize>> = HashMap::new();
+        for (row, d) in diffs.iter().filter(|(_, d)| **d < 0) {
+            for _ in 0..-d {
+                let group = index.take(row).ok_or_else(|| {
+                    LakeError::Data(format!(
+                        "table {name}: epoch {epoch} retracts a row the table does not hold: {row:?}"
+                    ))
+                })?;
+                *touched
+                    .entry(group)
+                    .or_default()
+                    .entry(row.clone())
+                    .or_default() += 1;
+            }
+        }
+        // Rewrite them: their rows minus the retracted ones, plus the inserted rows.
+        let mut next: HashMap<Struct, Vec<(Row, usize)>> = HashMap::new();
+        for (group, mut retracted) in touched {
+            let Some((paths, partition)) = index.groups.remove(&group) else {
+                return Err(LakeError::Data(format!(
+                    "table {name}: row index out of date"
+                )));
+            };
+            let out = next.entry(partition).or_default();
+            for path in paths {
+                for row in read_data_file(&open.table, &path).await? {
+                    if let Some(n) = retracted.get_mut(&row).filter(|n| **n > 0) {
+                        *n -= 1; // retracted: its index entry was taken above
+                        continue;
+                    }
+                    index.forget(&row, group);
+                    out.push((row, 1));
+                }
+                change.removed.insert(path);
+            }
+            if let Some((row, _)) = retracted.iter().find(|(_, n)| **n > 0) {
+                return Err(LakeError::Data(format!(
+                    "table {name}: row index out of date (a retracted row is not in its file): {row:?}"
+                )));
+            }
+        }
+        for (row, d) in diffs.into_iter().filter(|(_, d)| *d > 0) {
+            let partition = if index.partitioned {
+                open.partitioner.partition(&row)?
             } else {
                 Struct::empty()
             };
-            let Some(_) = touched.get(&partition) else {
+            next.entry(partition).or_default().push((row, d as usize));
+        }
+        for (partition, rows) in next {
+            if rows.is_empty() {
                 continue;
-            };
-            let rows = current.entry(partition).or_default();
-            for row in read_data_file(&open.table, file.file_path()).await? {
-                *rows.entry(row).or_default() += 1;
             }
-            change.removed.insert(file.file_path().to_string());
-        }
-        let mut next: Vec<(Row, usize)> = Vec::new();
-        for (partition, diffs) in touched {
-            let mut rows = current.remove(&partition).unwrap_or_default();
-            for (row, d) in diffs {
-                *rows.entry(row).or_default() += d;
-            }
-            for (row, n) in rows {
-                if n < 0 {
-                    return Err(LakeError::Data(format!(
-                        "table {name}: epoch {epoch} retracts a row the table does not hold: {row:?}"
-                    )));
-                }
-                if n > 0 {
-                    next.push((row, n as usize));
+            let refs: Vec<(&Row, usize)> = rows.iter().map(|(r, n)| (r, *n)).collect();
+            let prefix = format!("e{epoch}-c-{}", uuid::Uuid::new_v4().simple());
+            let files = open.write_files(config, &prefix, &refs).await?;
+            let group = index.add_group(
+                files.iter().map(|f| f.file_path().to_string()).collect(),
+                partition,
+            );
+            for (row, n) in &rows {
+                for _ in 0..*n {
+                    index.remember(row, group);
                 }
             }
+            change.added.extend(files);
         }
-        let refs: Vec<(&Row, usize)> = next.iter().map(|(r, n)| (r, *n)).collect();
-        let prefix = format!("e{epoch}-c-{}", uuid::Uuid::new_v4().simple());
-        change.added = open.write_files(config, &prefix, &refs).await?;
         Ok(change)
     }
 
@@ -421,6 +527,12 @@ impl IcebergCommitter {
                     change
                 }
                 TableMode::CurrentState => {
+                    if self.indexes[t].is_none() {
+                        self.indexes[t] = Some(RowIndex::build(open).await?);
+                    }
+                    let Some(index) = self.indexes[t].as_mut() else {
+                        return Err(LakeError::Data("row index missing".into()));
+                    };
                     let rows: Vec<(Row, isize)> = pieces
                         .iter()
                         .flat_map(|p| match p {
@@ -428,7 +540,13 @@ impl IcebergCommitter {
                             StagedTable::Files { .. } => Vec::new(),
                         })
                         .collect();
-                    Self::rewrite(&self.config, open, epoch, rows).await?
+                    match Self::rewrite(&self.config, open, index, epoch, rows).await {
+                        Ok(change) => change,
+                        Err(e) => {
+                            self.indexes[t] = None; // rebuilt from the table on retry
+                            return Err(e);
+                        }
+                    }
                 }
             };
             if change.added.is_empty() && change.removed.is_empty() {
@@ -440,7 +558,12 @@ impl IcebergCommitter {
             change
                 .properties
                 .insert(POSITIONS_PROPERTY.into(), positions.to_string());
-            match commit_snapshot(&self.config, &self.pool, &open.table, change).await {
+            let committed = commit_snapshot(&self.config, &self.pool, &open.table, change).await;
+            if committed.is_err() {
+                // The index already reflects the failed change: rebuild it from the table.
+                self.indexes[t] = None;
+            }
+            match committed {
                 Ok(table) => {
                     self.tables[t].table = table;
                     self.last_epoch[t] = Some(epoch);
@@ -571,6 +694,7 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
             rt: Arc::new(rt),
             catalog,
             pool,
+            indexes: tables.iter().map(|_| None).collect(),
             tables,
             last_epoch,
         })
