@@ -149,6 +149,10 @@ pub async fn live_files(table: &Table) -> Result<Vec<DataFile>, LakeError> {
     Ok(files)
 }
 
+/// Manifests already read, by path (manifest files are immutable): a committer checks the
+/// manifests of every commit for removed files without reading them again.
+pub type ManifestCache = HashMap<String, std::sync::Arc<iceberg::spec::Manifest>>;
+
 /// What one snapshot changes.
 #[derive(Debug, Default)]
 pub struct SnapshotChange {
@@ -177,6 +181,7 @@ pub async fn commit_snapshot(
     pool: &sqlx::AnyPool,
     table: &Table,
     change: SnapshotChange,
+    cache: &mut ManifestCache,
 ) -> Result<Table, LakeError> {
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
@@ -210,14 +215,31 @@ pub async fn commit_snapshot(
             .await
             .map_err(err(format!("reading the manifest list of {name}")))?;
         for manifest in list.consume_entries() {
+            // A manifest whose files were all deleted by an earlier snapshot holds nothing.
+            if manifest.content == ManifestContentType::Data
+                && manifest.added_files_count == Some(0)
+                && manifest.existing_files_count == Some(0)
+                && manifest.added_snapshot_id != metadata.current_snapshot_id().unwrap_or(-1)
+            {
+                continue;
+            }
             if change.removed.is_empty() || manifest.content != ManifestContentType::Data {
                 manifests.push(manifest);
                 continue;
             }
-            let m = manifest
-                .load_manifest(file_io)
-                .await
-                .map_err(err(format!("reading a manifest of {name}")))?;
+            let m = match cache.get(&manifest.manifest_path) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = std::sync::Arc::new(
+                        manifest
+                            .load_manifest(file_io)
+                            .await
+                            .map_err(err(format!("reading a manifest of {name}")))?,
+                    );
+                    cache.insert(manifest.manifest_path.clone(), m.clone());
+                    m
+                }
+            };
             let touched = m
                 .entries()
                 .iter()

@@ -171,7 +171,9 @@ async fn compact(
     change
         .properties
         .insert("alluvium.maintenance".into(), "compact".into());
-    commit_snapshot(config, pool, table, change).await.map(Some)
+    commit_snapshot(config, pool, table, change, &mut Default::default())
+        .await
+        .map(Some)
 }
 
 /// Every file a snapshot of `table` references: manifest lists, manifests, data files.

@@ -25,8 +25,8 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::commit::{
-    commit_snapshot, ensure_table, last_commit, live_files, SnapshotChange, EPOCH_PROPERTY,
-    POSITIONS_PROPERTY,
+    commit_snapshot, ensure_table, last_commit, live_files, ManifestCache, SnapshotChange,
+    EPOCH_PROPERTY, POSITIONS_PROPERTY,
 };
 use super::read::read_data_file;
 use super::table::{group_by_partition, to_record_batch, Partitioner, Row, TableDef, TableMode};
@@ -313,6 +313,16 @@ pub struct IcebergCommitter {
     last_epoch: Vec<Option<Epoch>>,
     /// Per current-state table, where each live row is (built on first use).
     indexes: Vec<Option<RowIndex>>,
+    /// Per table, the manifests read so far.
+    manifests: Vec<ManifestCache>,
+}
+
+/// One table's mutable state, lent to its commit.
+struct TableState<'a> {
+    open: &'a mut OpenTable,
+    index: &'a mut Option<RowIndex>,
+    last_epoch: &'a mut Option<Epoch>,
+    manifests: &'a mut ManifestCache,
 }
 
 /// Where the rows of a current-state table live: a row's hash → the file groups holding it
@@ -490,16 +500,25 @@ impl IcebergCommitter {
         Ok(change)
     }
 
+    /// Commits one table's part of an epoch (tables commit concurrently).
     async fn commit_table(
-        &mut self,
-        t: usize,
+        config: &LakeConfig,
+        pool: &sqlx::AnyPool,
+        catalog: &SqlCatalog,
+        state: TableState<'_>,
         epoch: Epoch,
         pieces: Vec<&StagedTable>,
         positions: &str,
     ) -> Result<(), LakeError> {
+        let TableState {
+            open: slot,
+            index: index_slot,
+            last_epoch,
+            manifests,
+        } = state;
         let mut attempts = 0;
         loop {
-            let open = &self.tables[t];
+            let open = &*slot;
             let name = open.def.qualified_name();
             let mut change = match open.def.mode {
                 TableMode::Append => {
@@ -527,10 +546,10 @@ impl IcebergCommitter {
                     change
                 }
                 TableMode::CurrentState => {
-                    if self.indexes[t].is_none() {
-                        self.indexes[t] = Some(RowIndex::build(open).await?);
+                    if index_slot.is_none() {
+                        *index_slot = Some(RowIndex::build(open).await?);
                     }
-                    let Some(index) = self.indexes[t].as_mut() else {
+                    let Some(index) = index_slot.as_mut() else {
                         return Err(LakeError::Data("row index missing".into()));
                     };
                     let rows: Vec<(Row, isize)> = pieces
@@ -540,10 +559,10 @@ impl IcebergCommitter {
                             StagedTable::Files { .. } => Vec::new(),
                         })
                         .collect();
-                    match Self::rewrite(&self.config, open, index, epoch, rows).await {
+                    match Self::rewrite(config, open, index, epoch, rows).await {
                         Ok(change) => change,
                         Err(e) => {
-                            self.indexes[t] = None; // rebuilt from the table on retry
+                            *index_slot = None; // rebuilt from the table on retry
                             return Err(e);
                         }
                     }
@@ -558,28 +577,27 @@ impl IcebergCommitter {
             change
                 .properties
                 .insert(POSITIONS_PROPERTY.into(), positions.to_string());
-            let committed = commit_snapshot(&self.config, &self.pool, &open.table, change).await;
+            let committed = commit_snapshot(config, pool, &open.table, change, manifests).await;
             if committed.is_err() {
                 // The index already reflects the failed change: rebuild it from the table.
-                self.indexes[t] = None;
+                *index_slot = None;
             }
             match committed {
                 Ok(table) => {
-                    self.tables[t].table = table;
-                    self.last_epoch[t] = Some(epoch);
+                    slot.table = table;
+                    *last_epoch = Some(epoch);
                     return Ok(());
                 }
                 Err(LakeError::Conflict(_)) if attempts < 5 => {
                     attempts += 1;
                     // Someone committed in between: a compaction (retry on its result) or
                     // another instance of this pipeline (fenced).
-                    let table = self
-                        .catalog
-                        .load_table(&ident(&self.tables[t].def))
+                    let table = catalog
+                        .load_table(&ident(&slot.def))
                         .await
                         .map_err(|e| LakeError::iceberg(format!("reloading {name}"), e))?;
                     if let Some(found) = last_commit(&table)?.map(|c| c.epoch) {
-                        if Some(found) != self.last_epoch[t] {
+                        if Some(found) != *last_epoch {
                             return Err(LakeError::Fenced {
                                 table: name,
                                 found,
@@ -588,7 +606,7 @@ impl IcebergCommitter {
                         }
                     }
                     tracing::warn!(table = %name, epoch, "commit conflict, retrying on the new snapshot");
-                    self.tables[t].table = table;
+                    slot.table = table;
                 }
                 Err(e) => return Err(e),
             }
@@ -617,16 +635,30 @@ impl SinkCommitter for IcebergCommitter {
             }
         }
         let rt = self.rt.clone();
-        let result = rt.block_on(async {
-            for (t, pieces) in by_table.into_iter().enumerate() {
-                if pieces.is_empty() || self.last_epoch[t].is_some_and(|e| e >= epoch) {
-                    continue; // nothing to do, or committed before a restart
-                }
-                self.commit_table(t, epoch, pieces, &positions).await?;
-            }
-            Ok::<(), LakeError>(())
-        });
-        result.map_err(SinkError::from)
+        let (config, pool, catalog) = (&self.config, &self.pool, &self.catalog);
+        let commits = self
+            .tables
+            .iter_mut()
+            .zip(self.indexes.iter_mut())
+            .zip(self.last_epoch.iter_mut())
+            .zip(self.manifests.iter_mut())
+            .zip(by_table)
+            // Nothing to do, or committed before a restart.
+            .filter(|((((_, _), last), _), pieces)| {
+                !pieces.is_empty() && !last.is_some_and(|e| e >= epoch)
+            })
+            .map(|((((open, index), last_epoch), manifests), pieces)| {
+                let state = TableState {
+                    open,
+                    index,
+                    last_epoch,
+                    manifests,
+                };
+                Self::commit_table(config, pool, catalog, state, epoch, pieces, &positions)
+            });
+        // The tables' commits are independent: their I/O overlaps.
+        let result = rt.block_on(futures::future::try_join_all(commits));
+        result.map(|_| ()).map_err(SinkError::from)
     }
 }
 
@@ -695,6 +727,7 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
             catalog,
             pool,
             indexes: tables.iter().map(|_| None).collect(),
+            manifests: tables.iter().map(|_| ManifestCache::new()).collect(),
             tables,
             last_epoch,
         })
