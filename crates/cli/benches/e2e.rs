@@ -146,7 +146,10 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
         .arg("--lake")
         .arg(lake.path().join("lake"))
         .args(["--warehouse-url", &url, "-w", "2", "--epoch-ms", "200"])
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("ALLUVIUM_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("starting alluvium run");

@@ -352,16 +352,22 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
     for i in 0..6 {
         let mut child = alluvium(run_args(&["-w", if i % 2 == 0 { "1" } else { "2" }]))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         // SIGKILL (std's kill): no chance to finish a file, a manifest or a transaction.
         if child.try_wait().unwrap().is_none() {
             kills += 1;
+            let _ = child.kill();
+            let _ = child.wait();
+        } else {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "run {i} stopped by itself: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
     assert!(kills >= 5, "only {kills} runs were killed mid-way");
     let config = local_config(&lake);
@@ -480,18 +486,37 @@ fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
     let config = local_config(&lake);
     let orders = &table_defs()[0];
 
-    // 1. The lake's silver/gold sink committed its 3rd epoch; the warehouse has not (yet).
-    crash("after_commit:iceberg:silver.orders:3");
-    let lake_at = lake_epoch(&config, orders).expect("the lake committed");
-    let progress = psql(
-        &url,
-        "SELECT coalesce(max(epoch), 0) FROM pipeline.progress",
-    );
-    let warehouse_at: u64 = progress.trim().parse().unwrap();
-    assert!(
-        warehouse_at < lake_at,
-        "the crash did not fall between the lake ({lake_at}) and the warehouse ({warehouse_at})"
-    );
+    // 1. The warehouse stops before its 3rd commit while the lake goes on; once the lake is
+    //    ahead, SIGKILL: a crash between the lake's and the warehouse's commits.
+    let mut child = alluvium(&args)
+        .env(
+            "ALLUVIUM_FAILPOINT",
+            "hang_before_commit:warehouse:medallion:3",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (lake_at, warehouse_at) = loop {
+        let lake_at = lake_epoch(&config, orders).unwrap_or(0);
+        let progress = psql(
+            &url,
+            "SELECT coalesce(max(epoch), 0) FROM pipeline.progress",
+        );
+        let warehouse_at: u64 = progress.trim().parse().unwrap_or(0);
+        if warehouse_at > 0 && lake_at > warehouse_at {
+            break (lake_at, warehouse_at);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lake never got ahead of the warehouse ({lake_at} vs {warehouse_at})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warehouse_at < lake_at);
 
     // 2. Bronze files of an epoch written, not committed: they stay unreferenced (orphans).
     crash("after_stage:iceberg:bronze.orders:2");

@@ -7,7 +7,10 @@
 //! whose name contains the substring. Points:
 //!
 //! - `after_stage`: a writer staged an epoch (its data files are written, not committed);
-//! - `after_commit`: a committer committed an epoch (the sinks built after it have not yet).
+//! - `after_commit`: a committer committed an epoch;
+//! - `hang_before_commit`: instead of aborting, the committer stops for good just before its
+//!   `n`-th commit, while the other sinks go on — so a test can wait until they are ahead
+//!   and then kill the process: a crash between two sinks' commits of the same epoch.
 //!
 //! Unset (the normal case) costs one relaxed atomic load per epoch.
 
@@ -40,15 +43,29 @@ fn configured() -> Option<&'static Failpoint> {
         .as_ref()
 }
 
+fn reached(point: &str, sink: &str) -> bool {
+    let Some(f) = configured() else { return false };
+    f.point == point
+        && sink.contains(&f.sink)
+        && f.hits.fetch_add(1, Ordering::Relaxed) + 1 == f.nth
+}
+
 /// Passes failpoint `point` for sink `sink`: aborts the process if this is the configured
 /// `n`-th pass.
 pub fn hit(point: &str, sink: &str) {
-    let Some(f) = configured() else { return };
-    if f.point == point && sink.contains(&f.sink) {
-        let n = f.hits.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == f.nth {
-            eprintln!("failpoint {point} for sink {sink}: aborting (pass {n})");
-            std::process::abort();
+    if reached(point, sink) {
+        eprintln!("failpoint {point} for sink {sink}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Passes failpoint `point` for sink `sink`: blocks the calling thread forever if this is the
+/// configured `n`-th pass.
+pub fn hang(point: &str, sink: &str) {
+    if reached(point, sink) {
+        eprintln!("failpoint {point} for sink {sink}: hanging");
+        loop {
+            std::thread::park();
         }
     }
 }

@@ -100,7 +100,9 @@ pub trait Sink<D>: Clone + Send + Sync + 'static {
     /// The per-worker writer.
     type Writer: SinkWriter<D, Staged = Self::Staged>;
     /// The committer.
-    type Committer: SinkCommitter<Staged = Self::Staged>;
+    /// The committer; it runs on a thread of its own (so it must be `Send`), and commits
+    /// while the dataflow computes the next epochs.
+    type Committer: SinkCommitter<Staged = Self::Staged> + Send;
 
     /// A short name for logs and errors.
     fn name(&self) -> String;
@@ -260,6 +262,7 @@ where
         .start()
         .map(|c| c.positions.clone())
         .unwrap_or_default();
+    let scope = staged.scope();
     let committed_stream: StreamVec<'s, Epoch, ()> = staged
         .binary_frontier::<_, timely::container::CapacityContainerBuilder<
         Vec<()>,
@@ -268,14 +271,102 @@ where
         Exchange::new(|_: &(Epoch, S::Staged)| 0u64),
         Exchange::new(|_: &PositionUpdate| 0u64),
         &format!("Commit {name}"),
-        move |_cap, _info| {
+        move |_cap, info| {
             struct Pending<P> {
                 cap: Capability<Epoch>,
                 pieces: Vec<P>,
                 positions: Vec<PositionUpdate>,
             }
+            // Worker 0 commits on a thread of its own: the dataflow keeps computing later
+            // epochs while an epoch commits. Jobs are taken in order, so epochs commit in
+            // order; an epoch's capability is held until its commit is done, so the probe
+            // (and the sources' backpressure) still see only committed epochs.
+            type Job<P> = (Epoch, Vec<P>, Positions);
+            type Done = (Epoch, Result<Duration, SinkError>);
+            let mut jobs: Option<std::sync::mpsc::Sender<Job<S::Staged>>> = None;
+            let mut done: Option<std::sync::mpsc::Receiver<Done>> = None;
+            if let Some(mut committer) = committer.take() {
+                let activator = scope.worker().sync_activator_for(info.address.to_vec());
+                let (job_tx, job_rx) = std::sync::mpsc::channel::<Job<S::Staged>>();
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+                let thread_name = name.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("commit {name}"))
+                    .spawn(move || {
+                        let mut broken = false;
+                        while let Ok((epoch, pieces, positions)) = job_rx.recv() {
+                            if broken {
+                                // Answer every later epoch (in order, after the real error).
+                                let skipped = SinkError::Fatal(format!(
+                                    "epoch {epoch} not committed: an earlier commit failed"
+                                ));
+                                let _ = done_tx.send((epoch, Err(skipped)));
+                                let _ = activator.activate();
+                                continue;
+                            }
+                            crate::failpoint::hang("hang_before_commit", &thread_name);
+                            let started = std::time::Instant::now();
+                            let result = retry_transient("commit", || {
+                                committer.commit(epoch, &pieces, &positions)
+                            });
+                            let ok = result.is_ok();
+                            if ok {
+                                crate::failpoint::hit("after_commit", &thread_name);
+                            }
+                            let _ = done_tx.send((epoch, result.map(|()| started.elapsed())));
+                            let _ = activator.activate();
+                            broken = !ok;
+                        }
+                    });
+                match spawned {
+                    Ok(_) => {
+                        jobs = Some(job_tx);
+                        done = Some(done_rx);
+                    }
+                    Err(e) => commit_ctx.fail(format!("sink {name}: starting its committer: {e}")),
+                }
+            }
+            let mut inflight: std::collections::VecDeque<(Epoch, Capability<Epoch>)> =
+                std::collections::VecDeque::new();
+            // Also look again shortly while commits are in flight (a safety net to the
+            // committer thread's activation).
+            let recheck = scope.activator_for(info.address.clone());
             let mut pending: BTreeMap<Epoch, Pending<S::Staged>> = BTreeMap::new();
             move |(staged_in, staged_frontier), (pos_in, pos_frontier), _output| {
+                if let Some(done) = &done {
+                    loop {
+                        match done.try_recv() {
+                            Ok((epoch, result)) => {
+                                match result {
+                                    Ok(took) => tracing::debug!(
+                                        sink = %name,
+                                        epoch,
+                                        took_ms = took.as_millis() as u64,
+                                        "committed"
+                                    ),
+                                    Err(e) => commit_ctx.fail(format!(
+                                        "sink {name}: committing epoch {epoch}: {e}"
+                                    )),
+                                }
+                                while inflight.front().is_some_and(|(e, _)| *e <= epoch) {
+                                    inflight.pop_front();
+                                }
+                            }
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                if !inflight.is_empty() && !commit_ctx.failed() {
+                                    commit_ctx.fail(format!("sink {name}: its committer stopped"));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+                // After a failure the run winds down (timely still steps the dataflow until
+                // it completes): release the epochs whose commits will never be answered.
+                if commit_ctx.failed() {
+                    inflight.clear();
+                }
                 staged_in.for_each_stamp(|cap, data| {
                     for batch in data {
                         for (epoch, piece) in batch.drain(..) {
@@ -321,20 +412,21 @@ where
                         drop(cap);
                         continue;
                     }
-                    if let Some(committer) = committer.as_mut() {
-                        let result = retry_transient("commit", || {
-                            committer.commit(epoch, &pieces, &cumulative)
-                        });
-                        match result {
-                            Ok(()) => {
-                                tracing::debug!(sink = %name, epoch, "committed");
-                                crate::failpoint::hit("after_commit", &name);
+                    match &jobs {
+                        Some(jobs) => {
+                            if jobs.send((epoch, pieces, cumulative.clone())).is_ok() {
+                                inflight.push_back((epoch, cap));
+                            } else {
+                                commit_ctx.fail(format!(
+                                    "sink {name}: its committer stopped before epoch {epoch}"
+                                ));
                             }
-                            Err(e) => commit_ctx
-                                .fail(format!("sink {name}: committing epoch {epoch}: {e}")),
                         }
+                        None => drop(cap),
                     }
-                    drop(cap);
+                }
+                if !inflight.is_empty() {
+                    recheck.activate_after(Duration::from_millis(5));
                 }
             }
         },

@@ -79,10 +79,17 @@ pub async fn ensure_table(catalog: &impl Catalog, def: &TableDef) -> Result<Tabl
             "zstd".to_string(),
         )]))
         .build();
-    catalog
-        .create_table(&namespace, creation)
-        .await
-        .map_err(err(format!("creating table {name}")))
+    match catalog.create_table(&namespace, creation).await {
+        Ok(table) => Ok(table),
+        // Another process (a peer of the cluster, a reader) created it meanwhile.
+        Err(e) => match catalog.table_exists(&ident).await {
+            Ok(true) => catalog
+                .load_table(&ident)
+                .await
+                .map_err(err(format!("loading table {name}"))),
+            _ => Err(LakeError::iceberg(format!("creating table {name}"), e)),
+        },
+    }
 }
 
 /// The last epoch committed to `table` by this sink, and its positions: the newest snapshot on
