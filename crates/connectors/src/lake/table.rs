@@ -304,77 +304,34 @@ pub fn to_record_batch<'a>(
             .clone()
             .flat_map(|(row, n)| std::iter::repeat_n(row.get(i).unwrap_or(&Value::Null), n));
         let err = |v: &Value| type_error(&name, &column.name, v);
+        // One builder per Arrow type; each accepts nulls and its one `Value` variant.
+        macro_rules! build {
+            ($builder:expr, $variant:ident) => {{
+                let mut b = $builder;
+                for v in values {
+                    match v {
+                        Value::Null => b.append_null(),
+                        Value::$variant(x) => b.append_value(*x),
+                        other => return Err(err(other)),
+                    }
+                }
+                b.finish()
+            }};
+        }
         let array: ArrayRef = match field.data_type() {
-            DataType::Int64 => {
-                let mut b = Int64Builder::with_capacity(capacity);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Long(x) => b.append_value(*x),
-                        other => return Err(err(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Int32 => {
-                let mut b = Int32Builder::with_capacity(capacity);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Int(x) => b.append_value(*x),
-                        other => return Err(err(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Date32 => {
-                let mut b = Date32Builder::with_capacity(capacity);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Int(x) => b.append_value(*x),
-                        other => return Err(err(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Timestamp(_, tz) => {
-                let mut b = TimestampMicrosecondBuilder::with_capacity(capacity);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Long(x) => b.append_value(*x),
-                        other => return Err(err(other)),
-                    }
-                }
-                Arc::new(b.finish().with_timezone_opt(tz.clone()))
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::with_capacity(capacity);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Bool(x) => b.append_value(*x),
-                        other => return Err(err(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Decimal128(p, s) => {
-                let mut b = Decimal128Builder::with_capacity(capacity);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Decimal(x) => b.append_value(*x),
-                        other => return Err(err(other)),
-                    }
-                }
-                Arc::new(
-                    b.finish()
-                        .with_precision_and_scale(*p, *s)
-                        .map_err(|e| LakeError::Data(format!("table {name}: {e}")))?,
-                )
-            }
+            DataType::Int64 => Arc::new(build!(Int64Builder::with_capacity(capacity), Long)),
+            DataType::Int32 => Arc::new(build!(Int32Builder::with_capacity(capacity), Int)),
+            DataType::Date32 => Arc::new(build!(Date32Builder::with_capacity(capacity), Int)),
+            DataType::Timestamp(_, tz) => Arc::new(
+                build!(TimestampMicrosecondBuilder::with_capacity(capacity), Long)
+                    .with_timezone_opt(tz.clone()),
+            ),
+            DataType::Boolean => Arc::new(build!(BooleanBuilder::with_capacity(capacity), Bool)),
+            DataType::Decimal128(p, s) => Arc::new(
+                build!(Decimal128Builder::with_capacity(capacity), Decimal)
+                    .with_precision_and_scale(*p, *s)
+                    .map_err(|e| LakeError::Data(format!("table {name}: {e}")))?,
+            ),
             DataType::Utf8 => {
                 let mut b = StringBuilder::with_capacity(capacity, capacity * 16);
                 for v in values {
