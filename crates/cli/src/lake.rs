@@ -57,10 +57,7 @@ impl LakeArgs {
                 let uri = self.lake_catalog_uri.clone().context(
                     "invalid configuration: `--lake-warehouse` needs `--lake-catalog-uri`",
                 )?;
-                let mut c = LakeConfig::local(&std::env::temp_dir().join("alluvium-unused"))?;
-                c.catalog_uri = uri;
-                c.warehouse = warehouse.clone();
-                c
+                LakeConfig::new(uri, warehouse.clone())
             }
         };
         config.catalog_name = self.lake_catalog_name.clone();

@@ -192,6 +192,18 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
                 "{}",
                 def.qualified_name()
             );
+            // Every commit wrote a new metadata file; none was written over.
+            let current = t.metadata_location().unwrap_or_default().to_string();
+            let log: Vec<&str> = t
+                .metadata()
+                .metadata_log()
+                .iter()
+                .map(|m| m.metadata_file.as_str())
+                .collect();
+            assert!(
+                log.len() >= 2 && !log.contains(&current.as_str()),
+                "{current} {log:?}"
+            );
             let files = alluvium_connectors::lake::commit::live_files(&t).await?;
             let mut days = BTreeSet::new();
             for f in &files {
@@ -259,9 +271,7 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     export.extend(lake_flags);
     ok(export);
     assert_matches_expected(&s3_export);
-    let mut s3_config = local_config(&dir.path().join("unused"));
-    s3_config.catalog_uri = catalog_uri.clone();
-    s3_config.warehouse = s3_warehouse.clone();
+    let mut s3_config = LakeConfig::new(catalog_uri.clone(), s3_warehouse.clone());
     s3_config.s3 = S3Options {
         endpoint: Some(endpoint.clone()),
         region: Some("us-east-1".into()),
@@ -363,8 +373,10 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
             let _ = child.wait();
         } else {
             let out = child.wait_with_output().unwrap();
+            let kept = dir.keep();
             panic!(
-                "run {i} stopped by itself: {}",
+                "run {i} stopped by itself (lake kept in {}): {}",
+                kept.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }

@@ -395,7 +395,9 @@ pub async fn commit_snapshot(
         .metadata;
     let new_location = MetadataLocation::from_str(&current_location)
         .map_err(err(format!("parsing the metadata location of {name}")))?
-        .with_new_metadata(&new_metadata);
+        // A new file (next version, new uuid): the current one is never written over, so a
+        // crash mid-write leaves the committed metadata intact.
+        .with_next_version();
     new_metadata
         .write_to(file_io, &new_location)
         .await

@@ -45,6 +45,18 @@ pub struct LakeConfig {
 }
 
 impl LakeConfig {
+    /// A lake with its catalog at `catalog_uri` and its data under `warehouse`, catalog name
+    /// `alluvium`, 128 MiB data files, no S3 settings.
+    pub fn new(catalog_uri: impl Into<String>, warehouse: impl Into<String>) -> Self {
+        LakeConfig {
+            catalog_name: "alluvium".into(),
+            catalog_uri: catalog_uri.into(),
+            warehouse: warehouse.into(),
+            s3: S3Options::default(),
+            target_file_size: 128 * 1024 * 1024,
+        }
+    }
+
     /// A lake on local disk under `dir`: catalog `dir/catalog.db` (SQLite), data in
     /// `dir/warehouse`. The directory is created if needed.
     pub fn local(dir: &Path) -> Result<Self, LakeError> {
@@ -54,13 +66,10 @@ impl LakeConfig {
         let dir = std::fs::canonicalize(dir).map_err(|e| {
             LakeError::Config(format!("`lake.dir`: resolving {}: {e}", dir.display()))
         })?;
-        Ok(LakeConfig {
-            catalog_name: "alluvium".into(),
-            catalog_uri: format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
-            warehouse: format!("file://{}", dir.join("warehouse").display()),
-            s3: S3Options::default(),
-            target_file_size: 128 * 1024 * 1024,
-        })
+        Ok(LakeConfig::new(
+            format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
+            format!("file://{}", dir.join("warehouse").display()),
+        ))
     }
 
     /// Checks the settings, naming the key that is wrong.
