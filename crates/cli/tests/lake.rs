@@ -104,6 +104,19 @@ fn assert_engine_reads(
     }
 }
 
+/// `alluvium lake export` of the local lake in `lake` into `out`, compared with `expected/`.
+fn assert_lake_matches_expected(lake: &Path, out: &Path) {
+    ok([
+        "lake",
+        "export",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_matches_expected(out);
+}
+
 fn local_config(dir: &Path) -> LakeConfig {
     LakeConfig::local(dir).unwrap()
 }
@@ -133,16 +146,7 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         "--epoch-ms",
         "20",
     ]);
-    let export = dir.path().join("csv");
-    ok([
-        "lake",
-        "export",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--out",
-        export.to_str().unwrap(),
-    ]);
-    assert_matches_expected(&export);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv"));
     let config = local_config(&lake);
     assert_bronze_exact(&config);
     assert_iceberg_scan_agrees(&config);
@@ -227,16 +231,7 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         "--lake",
         lake.to_str().unwrap(),
     ]);
-    let export = dir.path().join("csv-after-maintain");
-    ok([
-        "lake",
-        "export",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--out",
-        export.to_str().unwrap(),
-    ]);
-    assert_matches_expected(&export);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv-after-maintain"));
     assert_bronze_exact(&config);
 
     // The same into the S3 server, with the catalog in its own SQLite file.
@@ -398,16 +393,7 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
 
     let args = run_args(&["--until-idle", "-w", "2"]);
     ok(args);
-    let export = dir.path().join("csv");
-    ok([
-        "lake",
-        "export",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--out",
-        export.to_str().unwrap(),
-    ]);
-    assert_matches_expected(&export);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv"));
     assert_bronze_exact(&config);
     assert_warehouse_matches(&url);
     // Epochs are committed in order, each once, in every table's snapshot history.
@@ -550,17 +536,7 @@ fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
     //    orphans and changes no table.
     let status = alluvium(&args).stdout(Stdio::null()).status().unwrap();
     assert!(status.success());
-    let export = dir.path().join("csv");
-    let export_args = [
-        "lake",
-        "export",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--out",
-        export.to_str().unwrap(),
-    ];
-    ok(export_args);
-    assert_matches_expected(&export);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv"));
     assert_bronze_exact(&config);
     assert_warehouse_matches(&url);
     let out = alluvium([
@@ -580,7 +556,6 @@ fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
             .any(|l| l.starts_with("removed ") && !l.starts_with("removed 0 ")),
         "{text}"
     );
-    ok(export_args);
-    assert_matches_expected(&export);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv-after-maintain"));
     assert_bronze_exact(&config);
 }

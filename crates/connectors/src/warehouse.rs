@@ -359,6 +359,19 @@ fn column_arrays(
         .collect()
 }
 
+/// The `ON CONFLICT` action of an upsert into `table`: overwrite the non-key columns.
+fn on_conflict(table: &PgTable) -> String {
+    let update: Vec<String> = table.columns[table.key..]
+        .iter()
+        .map(|(c, _)| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    if update.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", update.join(", "))
+    }
+}
+
 /// One value in PostgreSQL's CSV `COPY` format: NULL unquoted and empty, text always quoted.
 fn push_csv(out: &mut Vec<u8>, value: &PgValue) {
     match value {
@@ -429,15 +442,7 @@ async fn copy_upsert(
         .finish()
         .await
         .map_err(transient(&format!("finishing COPY into {}", table.name)))?;
-    let update: Vec<String> = names[table.key..]
-        .iter()
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect();
-    let on_conflict = if update.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        format!("DO UPDATE SET {}", update.join(", "))
-    };
+    let on_conflict = on_conflict(table);
     tx.batch_execute(&format!(
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) {on_conflict}; DROP TABLE {stage}",
         t = table.name,
@@ -507,15 +512,7 @@ impl PgCommitter {
                 let select: Vec<String> = (0..cols.len())
                     .map(|k| format!("d.{}::{}", names[k], cols[k].1.sql()))
                     .collect();
-                let update: Vec<String> = names[table.key..]
-                    .iter()
-                    .map(|c| format!("{c} = EXCLUDED.{c}"))
-                    .collect();
-                let on_conflict = if update.is_empty() {
-                    "DO NOTHING".to_string()
-                } else {
-                    format!("DO UPDATE SET {}", update.join(", "))
-                };
+                let on_conflict = on_conflict(table);
                 let sql = format!(
                     "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS d({}) ON CONFLICT ({}) {}",
                     table.name,
