@@ -157,6 +157,7 @@ export ALLUVIUM_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export ALLUVIUM_S3_BUCKET=alluvium
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 export ALLUVIUM_PYTHON=$VENV/bin/python
+export ALLUVIUM_TANSU_BIN=$(tansu_bin)
 ENV
 }
 

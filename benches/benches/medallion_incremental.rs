@@ -64,6 +64,7 @@ fn main() {
                 key: m.key,
                 payload: Some(m.payload),
                 timestamp_ms: None,
+                origin: None,
                 ingested_at: 0,
             })
             .collect(),

@@ -5,6 +5,7 @@
 mod cluster;
 mod demo;
 mod fixture;
+mod ingest;
 mod keyed_stats;
 mod lake;
 mod produce;
@@ -41,6 +42,9 @@ enum Command {
     /// Test cases: `alluvium fixture load DIR` produces a case folder into the topics.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
+    /// Bring data into Kafka: `alluvium ingest api` serves the REST orders API.
+    #[command(subcommand)]
+    Ingest(ingest::IngestCommand),
     /// Compact small files and expire old snapshots of the lake's tables.
     Maintain(Box<lake::MaintainArgs>),
     /// The Iceberg lake: `alluvium lake export --lake DIR --out DIR`.
@@ -85,6 +89,7 @@ fn main() {
         Command::Run(args) => run::run(*args),
         Command::Fixture(cmd) => fixture::run(cmd),
         Command::Lake(cmd) => lake::run(cmd),
+        Command::Ingest(cmd) => ingest::run(cmd),
         Command::Maintain(args) => lake::maintain(*args),
     };
     if let Err(e) = result {

@@ -12,11 +12,15 @@
 //! - [`warehouse`]: a PostgreSQL sink that applies each epoch's changes to keyed tables as
 //!   deletes and upserts in one transaction with the source positions.
 //!
-//! REST ingest, CSV files and PostgreSQL CDC will follow the same pattern:
+//! - [`rest`]: the REST ingest service (`POST /v1/orders` → Kafka, answered only once the
+//!   broker acknowledged every event).
+//!
+//! CSV files and PostgreSQL CDC will follow the same pattern:
 //! the engine owns epochs and the commit protocol; a connector only moves bytes.
 
 #![warn(missing_docs)]
 
 pub mod kafka;
 pub mod lake;
+pub mod rest;
 pub mod warehouse;

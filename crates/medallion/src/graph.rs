@@ -232,6 +232,10 @@ fn checks(p: &Parsed) -> Vec<Check> {
 
 /// Where a message came from, for bronze `_source`.
 fn bronze_source(r: &KafkaRecord, topics: &Topics) -> String {
+    // An ingest process said where the message came from (`rest:orders`, `csv:<file>`).
+    if let Some(origin) = &r.origin {
+        return origin.to_string();
+    }
     let topic: &str = &r.topic;
     let payload = r.payload.as_deref().unwrap_or(b"");
     if topic == topics.products {

@@ -53,6 +53,7 @@ pub fn partition(messages: &[Message], partitions: usize) -> Vec<MemoryLog<Kafka
             key: m.key.clone(),
             payload: Some(m.payload.clone()),
             timestamp_ms: None,
+            origin: None,
             ingested_at: 0,
         });
     }

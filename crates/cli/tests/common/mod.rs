@@ -204,3 +204,67 @@ pub fn assert_warehouse_matches(url: &str) {
         assert_eq!(got, expected, "{}", table.name);
     }
 }
+
+/// One message read back from a topic.
+#[derive(Clone, Debug)]
+pub struct ReadMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// The `alluvium-source` header.
+    pub origin: Option<String>,
+}
+
+/// Every message of `topic` on `brokers`: reads from the beginning of every partition until
+/// at least `at_least` messages arrived and nothing more came for 1.5 s (the broker's
+/// reported end offsets may lag, so quiet is the end).
+pub fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<ReadMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use std::time::{Duration, Instant};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let origin = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "alluvium-source")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                out.push(ReadMessage {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    origin,
+                });
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if out.len() >= at_least && last.elapsed() > Duration::from_millis(1500) => break,
+            None => {}
+        }
+    }
+    out
+}

@@ -16,5 +16,5 @@ mod source;
 
 pub use config::KafkaConfig;
 pub use error::KafkaConnectorError;
-pub use record::KafkaRecord;
+pub use record::{KafkaRecord, SOURCE_HEADER};
 pub use source::{kafka_source, KafkaReader};

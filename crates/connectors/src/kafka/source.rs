@@ -16,14 +16,14 @@ use alluvium_engine::source::{
 use alluvium_engine::{Epoch, PartitionId, PositionUpdate, ResumePlan, RunMode, WorkerContext};
 use differential_dataflow::collection::VecCollection;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, StreamVec};
 
 use super::config::KafkaConfig;
 use super::error::KafkaConnectorError;
-use super::record::KafkaRecord;
+use super::record::{KafkaRecord, SOURCE_HEADER};
 
 /// How often an idle reader polls the consumer's main queue (errors, statistics) even without
 /// a wake-up.
@@ -47,6 +47,27 @@ pub struct KafkaReader {
     turn: usize,
     /// Since when the reader has looked drained without interruption.
     drained_since: Option<Instant>,
+    /// The last origin header seen: ingest processes tag whole streams with one value, so
+    /// records share one allocation.
+    last_origin: Option<Arc<str>>,
+}
+
+/// The message's [`SOURCE_HEADER`] value (UTF-8), shared with the previous record's when equal.
+fn origin_of<M: Message>(m: &M, last: &mut Option<Arc<str>>) -> Option<Arc<str>> {
+    let headers = m.headers()?;
+    let value = headers
+        .iter()
+        .find(|h| h.key == SOURCE_HEADER)
+        .and_then(|h| h.value)?;
+    let value = std::str::from_utf8(value).ok()?;
+    match last {
+        Some(prev) if **prev == *value => Some(prev.clone()),
+        _ => {
+            let fresh: Arc<str> = Arc::from(value);
+            *last = Some(fresh.clone());
+            Some(fresh)
+        }
+    }
 }
 
 impl KafkaReader {
@@ -193,6 +214,7 @@ impl KafkaReader {
             next,
             turn: 0,
             drained_since: None,
+            last_origin: None,
         })
     }
 
@@ -273,6 +295,7 @@ impl PartitionReader for KafkaReader {
                                 key: m.key().map(<[u8]>::to_vec),
                                 payload: m.payload().map(<[u8]>::to_vec),
                                 timestamp_ms: m.timestamp().to_millis(),
+                                origin: origin_of(&m, &mut self.last_origin),
                                 ingested_at,
                             },
                         );

@@ -1,0 +1,132 @@
+//! `alluvium ingest api|…`: the processes that bring the outside world into Kafka.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluvium_connectors::kafka::admin::ensure_topic;
+use alluvium_connectors::kafka::KafkaConfig;
+use alluvium_connectors::rest::{ApiConfig, ApiMetrics, Auth, IngestApi};
+use alluvium_medallion::Topics;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+/// Ingest processes.
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Serve `POST /v1/orders` (JSON object, array or NDJSON) into the `orders` topic,
+    /// answering 202 only after the broker acknowledged every event.
+    Api(ApiArgs),
+}
+
+/// Arguments of `alluvium ingest api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "ALLUVIUM_API_LISTEN")]
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Prefix of the topic names (the topic is `<prefix>orders`).
+    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Accepted bearer tokens (repeat the flag, or comma-separate them in the variable).
+    #[arg(
+        long = "token",
+        env = "ALLUVIUM_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+    /// Accept requests without a token. Never the default.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// How long a request waits for the broker's acknowledgements before it gets 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub delivery_timeout_ms: u64,
+    /// Most messages queued in the producer; a request that finds the queue full gets 503.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_queued_messages: u32,
+}
+
+/// Entry point of `alluvium ingest`.
+pub fn run(cmd: IngestCommand) -> Result<()> {
+    match cmd {
+        IngestCommand::Api(args) => api(args),
+    }
+}
+
+fn api(args: ApiArgs) -> Result<()> {
+    let auth = match (args.no_auth, args.tokens.is_empty()) {
+        (true, true) => Auth::Disabled,
+        (true, false) => bail!("--no-auth and --token (ALLUVIUM_API_TOKENS) contradict each other"),
+        (false, _) => Auth::BearerTokens(args.tokens),
+    };
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    let mut config = ApiConfig::new(topics.orders.clone(), auth);
+    config.source_label = "rest:orders".into();
+    config.listen = args.listen;
+    config.max_body_bytes = args.max_body_bytes;
+    config.delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
+    config.max_queued_messages = args.max_queued_messages;
+    config.validate()?;
+    let kafka = KafkaConfig::new(args.brokers);
+    ensure_topic(&kafka, &config.topic, args.partitions)?;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ApiMetrics::register(&mut registry);
+    let listen = config.listen;
+    let topic = config.topic.clone();
+    let api = IngestApi::new(config, &kafka, metrics, Arc::new(registry))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(address = %local, %topic, "ingest API listening");
+        // The line tests and scripts wait for (the port may have been chosen by the OS).
+        println!("listening on http://{local}");
+        api.serve(listener, shutdown_signal()).await?;
+        tracing::info!("ingest API stopped; in-flight requests drained");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: draining in-flight requests");
+}
