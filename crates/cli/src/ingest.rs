@@ -1,15 +1,23 @@
 //! `alluvium ingest api|…`: the processes that bring the outside world into Kafka.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alluvium_connectors::files::{
+    DropFolder, FileIngester, FileMessage, IngestOptions, Ledger, ReadyRule,
+};
 use alluvium_connectors::kafka::admin::ensure_topic;
 use alluvium_connectors::kafka::KafkaConfig;
 use alluvium_connectors::rest::{ApiConfig, ApiMetrics, Auth, IngestApi};
+use alluvium_medallion::products::product_file_messages;
 use alluvium_medallion::Topics;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+
+use crate::lake::S3Args;
 
 /// Ingest processes.
 #[derive(Debug, Subcommand)]
@@ -17,6 +25,61 @@ pub enum IngestCommand {
     /// Serve `POST /v1/orders` (JSON object, array or NDJSON) into the `orders` topic,
     /// answering 202 only after the broker acknowledged every event.
     Api(ApiArgs),
+    /// Ingest finished CSV product files from a folder or S3 prefix into the `products`
+    /// topic, each file once (durable ledger; an interrupted file resumes without
+    /// duplicates or gaps).
+    Csv(CsvArgs),
+}
+
+/// Arguments of `alluvium ingest csv`.
+#[derive(Debug, Args)]
+pub struct CsvArgs {
+    /// A local drop folder.
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    pub dir: Option<PathBuf>,
+    /// An object-store drop prefix, `s3://bucket/prefix`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The ledger file recording what was ingested (keep it with the deployment's state).
+    #[arg(long, default_value = "state/csv-ledger.json")]
+    pub ledger: PathBuf,
+    /// When a file is finished: `stable` (size and modification time unchanged for
+    /// --settle-ms) or `marker` (a `<file>.done` object exists).
+    #[arg(long, value_enum, default_value_t = Ready::Stable)]
+    pub ready: Ready,
+    /// Settle time of `--ready stable`.
+    #[arg(long, default_value_t = 2_000)]
+    pub settle_ms: u64,
+    /// How often the folder is listed.
+    #[arg(long, default_value_t = 1_000)]
+    pub poll_ms: u64,
+    /// Exit once every file is ingested and none is being written.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Prefix of the topic names (the topic is `<prefix>products`).
+    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Records sent between two waits for the broker's acknowledgements.
+    #[arg(long, default_value_t = 5_000)]
+    pub chunk_records: usize,
+    /// Object storage settings for `--url s3://…`.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// The finished-file rule.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Ready {
+    /// Size and modification time unchanged for the settle time.
+    Stable,
+    /// A `<file>.done` marker exists.
+    Marker,
 }
 
 /// Arguments of `alluvium ingest api`.
@@ -60,6 +123,7 @@ pub struct ApiArgs {
 pub fn run(cmd: IngestCommand) -> Result<()> {
     match cmd {
         IngestCommand::Api(args) => api(args),
+        IngestCommand::Csv(args) => csv(args),
     }
 }
 
@@ -103,6 +167,45 @@ fn api(args: ApiArgs) -> Result<()> {
         tracing::info!("ingest API stopped; in-flight requests drained");
         Ok(())
     })
+}
+
+fn csv(args: CsvArgs) -> Result<()> {
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    let folder = match (&args.dir, &args.url) {
+        (Some(dir), _) => DropFolder::local(dir)?,
+        (None, Some(url)) => DropFolder::s3(url, &args.s3.options())?,
+        (None, None) => bail!("give --dir or --url"),
+    };
+    let ledger = Ledger::open(&args.ledger)?;
+    let kafka = KafkaConfig::new(args.brokers);
+    ensure_topic(&kafka, &topics.products, args.partitions)?;
+    let mut options = IngestOptions::csv(topics.products.clone());
+    options.ready = match args.ready {
+        Ready::Stable => ReadyRule::Stable(Duration::from_millis(args.settle_ms)),
+        Ready::Marker => ReadyRule::Marker,
+    };
+    options.chunk = args.chunk_records;
+    let convert = |name: &str, bytes: &[u8]| {
+        product_file_messages(name, bytes)
+            .into_iter()
+            .map(|(key, payload)| FileMessage { key, payload })
+            .collect()
+    };
+    let mut ingester = FileIngester::new(folder, ledger, kafka, options, convert)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // SIGTERM / Ctrl-C: finish the file in hand, then stop (a SIGKILL is safe too: the
+    // next run resumes the file from the topic).
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handler")?;
+    }
+    tracing::info!(folder = ?args.dir.as_ref().map(|d| d.display().to_string()).or(args.url.clone()), topic = %topics.products, "CSV ingest started");
+    let reports = ingester.run(Duration::from_millis(args.poll_ms), args.until_idle, || {
+        stop.load(Ordering::Relaxed)
+    })?;
+    let records: u64 = reports.iter().map(|r| r.records).sum();
+    println!("ingested {} files ({records} records)", reports.len());
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -27,6 +27,14 @@ pub struct LakeArgs {
     /// Target size of the Parquet data files, MiB.
     #[arg(long, default_value_t = 128)]
     pub lake_file_mib: usize,
+    /// Object storage settings for an `s3://` warehouse.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// S3 settings of commands that read or write object storage.
+#[derive(Debug, Args, Clone, Default)]
+pub struct S3Args {
     /// S3 endpoint, for S3-compatible servers.
     #[arg(long, env = "ALLUVIUM_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -42,6 +50,19 @@ pub struct LakeArgs {
     /// Virtual-hosted-style S3 addressing instead of path style.
     #[arg(long)]
     pub s3_virtual_hosted: bool,
+}
+
+impl S3Args {
+    /// The connectors' S3 options.
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            path_style: !self.s3_virtual_hosted,
+        }
+    }
 }
 
 impl LakeArgs {
@@ -62,13 +83,7 @@ impl LakeArgs {
         };
         config.catalog_name = self.lake_catalog_name.clone();
         config.target_file_size = self.lake_file_mib.max(1) * 1024 * 1024;
-        config.s3 = S3Options {
-            endpoint: self.s3_endpoint.clone(),
-            region: self.s3_region.clone(),
-            access_key_id: self.s3_access_key_id.clone(),
-            secret_access_key: self.s3_secret_access_key.clone(),
-            path_style: !self.s3_virtual_hosted,
-        };
+        config.s3 = self.s3.options();
         config.validate()?;
         Ok(Some(config))
     }

@@ -15,11 +15,15 @@
 //! - [`rest`]: the REST ingest service (`POST /v1/orders` → Kafka, answered only once the
 //!   broker acknowledged every event).
 //!
-//! CSV files and PostgreSQL CDC will follow the same pattern:
+//! - [`files`]: finished files of a folder or S3 prefix into Kafka, once each (durable
+//!   ledger; an interrupted file resumes by reading the topic back).
+//!
+//! PostgreSQL CDC will follow the same pattern:
 //! the engine owns epochs and the commit protocol; a connector only moves bytes.
 
 #![warn(missing_docs)]
 
+pub mod files;
 pub mod kafka;
 pub mod lake;
 pub mod rest;

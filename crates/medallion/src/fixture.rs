@@ -8,7 +8,7 @@ use base64::Engine;
 use thiserror::Error;
 
 use crate::graph::Topics;
-use crate::products::csv_messages;
+use crate::products::product_file_messages;
 
 /// An error reading a case folder.
 #[derive(Debug, Error)]
@@ -137,18 +137,7 @@ pub fn load(dir: &Path, topics: &Topics) -> Result<Vec<Message>, FixtureError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for msg in csv_messages(&name, &bytes) {
-            let key = msg
-                .header
-                .iter()
-                .position(|h| {
-                    h.trim_start_matches('\u{feff}')
-                        .trim()
-                        .eq_ignore_ascii_case("product_id")
-                })
-                .and_then(|i| msg.fields.get(i))
-                .map(|p| p.trim().as_bytes().to_vec());
-            let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        for (key, payload) in product_file_messages(&name, &bytes) {
             out.push(Message {
                 topic: topics.products.clone(),
                 key,

@@ -154,6 +154,60 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<ProductVersio
     Ok(((updated_at, msg.file, msg.line), product))
 }
 
+/// A product CSV file as Kafka messages `(key, value)`: one JSON [`ProductMessage`] per
+/// record (docs/spec/medallion.md, "Product message format"), keyed by the trimmed
+/// `product_id` field when the record has one. What `alluvium ingest csv` and
+/// `alluvium fixture load` send.
+pub fn product_file_messages(file: &str, bytes: &[u8]) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    csv_messages(file, bytes)
+        .into_iter()
+        .map(|msg| {
+            let key = msg
+                .header
+                .iter()
+                .position(|h| {
+                    h.trim_start_matches('\u{feff}')
+                        .trim()
+                        .eq_ignore_ascii_case("product_id")
+                })
+                .and_then(|i| msg.fields.get(i))
+                .map(|p| p.trim().as_bytes().to_vec());
+            // Serialising a struct of strings cannot fail.
+            let payload = serde_json::to_vec(&msg).unwrap_or_default();
+            (key, payload)
+        })
+        .collect()
+}
+
+/// Line numbers of records, counted from the bytes: the `csv` reader's own line count lags
+/// by one after a CRLF terminator (it consumes the `\n` with the next record).
+#[derive(Default)]
+struct LineCounter {
+    counted_to: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    /// The 1-based line on which the next record starts, given the reader's byte position:
+    /// line breaks (and blank lines, which the reader skips) before it are passed over.
+    fn line_of_next_record(&mut self, bytes: &[u8], position: u64) -> u64 {
+        let mut start = usize::try_from(position)
+            .unwrap_or(bytes.len())
+            .min(bytes.len());
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start > self.counted_to {
+            self.newlines += bytes[self.counted_to..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            self.counted_to = start;
+        }
+        self.newlines + 1
+    }
+}
+
 /// Turns a CSV file into product messages, one per data record (spec §1.2, §7).
 pub fn csv_messages(file: &str, bytes: &[u8]) -> Vec<ProductMessage> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
@@ -165,8 +219,9 @@ pub fn csv_messages(file: &str, bytes: &[u8]) -> Vec<ProductMessage> {
     let mut header: Option<Vec<String>> = None;
     let mut header_error: Option<String> = None;
     let mut record = csv::ByteRecord::new();
+    let mut lines = LineCounter::default();
     loop {
-        let line = reader.position().line();
+        let line = lines.line_of_next_record(bytes, reader.position().byte());
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
@@ -296,6 +351,18 @@ mod tests {
             ("toys", "EUR", true, None)
         );
         assert_eq!(m.line, 2);
+    }
+
+    #[test]
+    fn line_numbers_with_crlf_lf_blank_lines_and_quoted_newlines() {
+        for nl in ["\n", "\r\n"] {
+            let csv = format!("h1,h2{nl}a,1{nl}\"b{nl}b\",2{nl}{nl}c,3{nl}d{nl}");
+            let lines: Vec<u64> = csv_messages("f.csv", csv.as_bytes())
+                .iter()
+                .map(|m| m.line)
+                .collect();
+            assert_eq!(lines, [2, 3, 6, 7], "terminator {nl:?}");
+        }
     }
 
     #[test]

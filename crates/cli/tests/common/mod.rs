@@ -214,6 +214,8 @@ pub struct ReadMessage {
     pub payload: Vec<u8>,
     /// The `alluvium-source` header.
     pub origin: Option<String>,
+    /// Every header (values as lossy UTF-8).
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Every message of `topic` on `brokers`: reads from the beginning of every partition until
@@ -229,14 +231,25 @@ pub fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<ReadMessag
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+    // The topic may not exist yet (the process under test creates it).
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-                .unwrap();
+    let waiting = Instant::now();
+    while tpl.count() == 0 {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for t in md.topics().iter().filter(|t| t.error().is_none()) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                    .unwrap();
+            }
+        }
+        if tpl.count() == 0 {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "topic {topic} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     consumer.assign(&tpl).expect("assign");
@@ -253,7 +266,22 @@ pub fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<ReadMessag
                         .and_then(|h| h.value)
                         .map(|v| String::from_utf8_lossy(v).into_owned())
                 });
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 out.push(ReadMessage {
+                    headers,
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),

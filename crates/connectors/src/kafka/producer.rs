@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
@@ -63,9 +64,23 @@ impl ReliableProducer {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<(), KafkaConnectorError> {
+        self.send_with_headers(topic, key, payload, None)
+    }
+
+    /// Queues one message with headers, waiting while the local queue is full.
+    pub fn send_with_headers(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaConnectorError> {
         let mut record = BaseRecord::to(topic).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
         }
         loop {
             match self.producer.send(record) {
