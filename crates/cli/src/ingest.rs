@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alluvium_connectors::cdc::{CdcCapture, CdcConfig, CdcMetrics};
 use alluvium_connectors::files::{
     DropFolder, FileIngester, FileMessage, IngestOptions, Ledger, ReadyRule,
 };
 use alluvium_connectors::kafka::admin::ensure_topic;
 use alluvium_connectors::kafka::KafkaConfig;
-use alluvium_connectors::rest::{ApiConfig, ApiMetrics, Auth, IngestApi};
+use alluvium_connectors::rest::{metrics_router, ApiConfig, ApiMetrics, Auth, IngestApi};
 use alluvium_medallion::products::product_file_messages;
 use alluvium_medallion::Topics;
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,45 @@ pub enum IngestCommand {
     /// topic, each file once (durable ledger; an interrupted file resumes without
     /// duplicates or gaps).
     Csv(CsvArgs),
+    /// Capture a PostgreSQL table's changes (initial snapshot, then inserts, updates,
+    /// deletes) into the `customers` topic as Debezium envelopes.
+    Cdc(CdcArgs),
+}
+
+/// Arguments of `alluvium ingest cdc`.
+#[derive(Debug, Args)]
+pub struct CdcArgs {
+    /// The source database (`postgresql://user@host:port/db`; needs `wal_level=logical`
+    /// and the REPLICATION attribute or superuser).
+    #[arg(long, env = "ALLUVIUM_CDC_PG_URL")]
+    pub pg_url: String,
+    /// The captured table.
+    #[arg(long, default_value = "public.customers")]
+    pub table: String,
+    /// Replication slot (created when missing). Default: `alluvium_<table>`.
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Publication (created when missing). Default: `alluvium_<table>`.
+    #[arg(long)]
+    pub publication: Option<String>,
+    /// The capture's state file (consistent point, snapshot); keep it with the slot.
+    #[arg(long, default_value = "state/cdc-customers.json")]
+    pub state: PathBuf,
+    /// Exit once the snapshot and every change so far are in Kafka.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Serve `/metrics` (slot lag, events) and `/healthz` on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Prefix of the topic names (the topic is `<prefix>customers`).
+    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
 }
 
 /// Arguments of `alluvium ingest csv`.
@@ -124,6 +164,7 @@ pub fn run(cmd: IngestCommand) -> Result<()> {
     match cmd {
         IngestCommand::Api(args) => api(args),
         IngestCommand::Csv(args) => csv(args),
+        IngestCommand::Cdc(args) => cdc(args),
     }
 }
 
@@ -192,19 +233,94 @@ fn csv(args: CsvArgs) -> Result<()> {
             .collect()
     };
     let mut ingester = FileIngester::new(folder, ledger, kafka, options, convert)?;
-    let stop = Arc::new(AtomicBool::new(false));
     // SIGTERM / Ctrl-C: finish the file in hand, then stop (a SIGKILL is safe too: the
     // next run resumes the file from the topic).
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())
-            .context("installing the signal handler")?;
-    }
+    let stop = stop_flag()?;
     tracing::info!(folder = ?args.dir.as_ref().map(|d| d.display().to_string()).or(args.url.clone()), topic = %topics.products, "CSV ingest started");
     let reports = ingester.run(Duration::from_millis(args.poll_ms), args.until_idle, || {
         stop.load(Ordering::Relaxed)
     })?;
     let records: u64 = reports.iter().map(|r| r.records).sum();
     println!("ingested {} files ({records} records)", reports.len());
+    Ok(())
+}
+
+fn cdc(args: CdcArgs) -> Result<()> {
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    let mut config = CdcConfig::new(
+        args.pg_url,
+        args.table,
+        topics.customers.clone(),
+        args.state,
+    );
+    if let Some(slot) = args.slot {
+        config.slot = slot;
+    }
+    if let Some(p) = args.publication {
+        config.publication = p;
+    }
+    let kafka = KafkaConfig::new(args.brokers);
+    ensure_topic(&kafka, &topics.customers, args.partitions)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = CdcMetrics::register(&mut registry);
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics_in_background(addr, Arc::new(registry))?;
+    }
+    let mut capture = CdcCapture::new(config, kafka, metrics)?;
+    let stop = stop_flag()?;
+    let report = capture.run(args.until_idle, || stop.load(Ordering::Relaxed))?;
+    println!(
+        "captured {} snapshot rows and {} changes",
+        report.snapshot_rows, report.changes
+    );
+    Ok(())
+}
+
+/// A flag raised by SIGTERM or Ctrl-C, for loops that stop between batches.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// Serves `/metrics` and `/healthz` from a thread of its own.
+fn serve_metrics_in_background(
+    addr: SocketAddr,
+    registry: Arc<prometheus_client::registry::Registry>,
+) -> Result<()> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("listening on {addr} for metrics"))?;
+    listener
+        .set_nonblocking(true)
+        .context("configuring the metrics listener")?;
+    let local = listener
+        .local_addr()
+        .context("reading the metrics address")?;
+    println!("metrics on http://{local}/metrics");
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "metrics server runtime"),
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "metrics listener"),
+                };
+                if let Err(e) = axum::serve(listener, metrics_router(registry)).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        })
+        .context("starting the metrics thread")?;
     Ok(())
 }
 

@@ -18,11 +18,15 @@
 //! - [`files`]: finished files of a folder or S3 prefix into Kafka, once each (durable
 //!   ledger; an interrupted file resumes by reading the topic back).
 //!
-//! PostgreSQL CDC will follow the same pattern:
+//! - [`cdc`]: PostgreSQL change data capture (pgoutput slot, consistent snapshot) into Kafka
+//!   as Debezium envelopes.
+//!
+//! All follow the same pattern:
 //! the engine owns epochs and the commit protocol; a connector only moves bytes.
 
 #![warn(missing_docs)]
 
+pub mod cdc;
 pub mod files;
 pub mod kafka;
 pub mod lake;

@@ -28,7 +28,7 @@ mod server;
 
 pub use config::{ApiConfig, Auth};
 pub use metrics::ApiMetrics;
-pub use server::IngestApi;
+pub use server::{metrics_router, IngestApi};
 
 use thiserror::Error;
 

@@ -438,8 +438,13 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    encode_metrics(&shared.registry)
+}
+
+/// A registry in the OpenMetrics text format, as an HTTP response.
+fn encode_metrics(registry: &Registry) -> Response {
     let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &shared.registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e);
     }
     (
@@ -450,6 +455,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         Body::from(text),
     )
         .into_response()
+}
+
+/// `GET /metrics` and `GET /healthz` over `registry`: the HTTP face of a process that has no
+/// other (a CDC or file ingester), for Prometheus to scrape.
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { encode_metrics(&registry) }
+            }),
+        )
+        .route("/healthz", get(healthz))
 }
 
 async fn openapi() -> Response {
