@@ -107,6 +107,14 @@ pub fn assert_matches_expected(export: &Path) {
 /// PostgreSQL), the `valid_to` of versions closed by a delete is the delete's wall-clock
 /// commit time, so only its presence is checked (`valid_to_check = delete_commit_time`).
 pub fn assert_matches_expected_as(export: &Path, live_commit_times: bool) {
+    if let Some(diff) = expected_mismatch(export, live_commit_times) {
+        panic!("{diff}");
+    }
+}
+
+/// The first table of `export` that differs from `expected/` (see
+/// [`assert_matches_expected_as`]), described; `None` when all are equal.
+pub fn expected_mismatch(export: &Path, live_commit_times: bool) -> Option<String> {
     let tables = [
         "silver_orders.csv",
         "silver_order_items.csv",
@@ -121,7 +129,11 @@ pub fn assert_matches_expected_as(export: &Path, live_commit_times: bool) {
     ];
     for t in tables {
         let mut expected = csv_rows(&case().join("expected").join(t), t == "dim_customers.csv");
-        let mut got = csv_rows(&export.join(t), false);
+        let path = export.join(t);
+        if !path.exists() {
+            return Some(format!("{t}: not exported"));
+        }
+        let mut got = csv_rows(&path, false);
         if live_commit_times && t == "dim_customers.csv" {
             // (customer_id, valid_from) of the versions a delete closed.
             let all = csv_rows(&case().join("expected").join(t), false);
@@ -140,9 +152,18 @@ pub fn assert_matches_expected_as(export: &Path, live_commit_times: bool) {
                 rows.sort();
             }
         }
-        assert_eq!(got.len(), expected.len(), "{t}: row count");
-        assert_eq!(got, expected, "{t}");
+        if got.len() != expected.len() {
+            return Some(format!(
+                "{t}: {} rows, expected {}",
+                got.len(),
+                expected.len()
+            ));
+        }
+        if let Some((g, e)) = got.iter().zip(&expected).find(|(g, e)| g != e) {
+            return Some(format!("{t}: first difference: got {g:?}, expected {e:?}"));
+        }
     }
+    None
 }
 
 pub fn psql(url: &str, sql: &str) -> String {
@@ -320,4 +341,24 @@ pub fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<ReadMessag
         }
     }
     out
+}
+
+/// Whether `topic` exists on the test broker with at least one partition.
+pub fn topic_exists(topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = match rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+    {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(5))
+        .map(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
+        .unwrap_or(false)
 }

@@ -135,9 +135,15 @@ pub fn split_events<'a>(
                 if line.trim().is_empty() {
                     continue;
                 }
+                // The line's bytes exactly as sent (only its terminator removed): clients
+                // expect bronze to hold each line unchanged.
+                let line = line.strip_suffix('\r').unwrap_or(line);
                 let value: &RawValue = serde_json::from_str(line)
                     .map_err(|e| not_json(format!("line {}", i + 1), &e))?;
-                out.push(event(value));
+                out.push(Event {
+                    raw: line.as_bytes(),
+                    key: key_of(value, key_field),
+                });
             }
             Ok(out)
         }
@@ -212,12 +218,17 @@ mod tests {
 
     #[test]
     fn ndjson_lines_blank_lines_skipped() -> Result<(), BodyError> {
-        let body = b"{\"order_id\":\"A\"}\r\n\n  \n{\"order_id\":\"B\",\"v\":[1,2]}";
+        let body = b"{\"order_id\":\"A\"}\r\n\n  \n{\"order_id\":\"B\",\"v\":[1,2]}\n  {\"order_id\":\"C\"} \n";
         let events = split_events(BodyFormat::Ndjson, body, "order_id")?;
         assert_eq!(
             raws(&events),
-            [r#"{"order_id":"A"}"#, r#"{"order_id":"B","v":[1,2]}"#]
+            [
+                r#"{"order_id":"A"}"#,
+                r#"{"order_id":"B","v":[1,2]}"#,
+                r#"  {"order_id":"C"} "#
+            ]
         );
+        assert_eq!(events[2].key.as_deref(), Some("C"));
         Ok(())
     }
 
