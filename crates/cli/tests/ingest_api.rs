@@ -88,10 +88,8 @@ struct PrivateBroker {
 
 impl PrivateBroker {
     fn start() -> PrivateBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        // Restarted on the same port after a kill: keep it out of the ephemeral range.
+        let port = common::stable_free_port();
         let bucket = unique("broker").replace('_', "-");
         let endpoint = service_env("ALLUVIUM_S3_ENDPOINT");
         let status = Command::new("curl")

@@ -362,3 +362,17 @@ pub fn topic_exists(topic: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A free port below the ephemeral range (32768+): a port the OS hands out for `:0` or for
+/// outgoing connections can be taken again by another test between our check and our use.
+pub fn stable_free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
