@@ -166,8 +166,21 @@ fn live_capture_of_the_sample_gives_the_expected_tables() {
         delete.1["before"]["customer_id"].is_i64(),
         "deletes carry the key"
     );
+    // Snapshot rows sit at the slot's consistent point, before every streamed change.
+    let lsn = |e: &serde_json::Value| e["source"]["lsn"].as_u64().unwrap();
+    let snapshot_lsn = all
+        .iter()
+        .filter(|(_, e)| e["op"] == "r")
+        .map(|(_, e)| lsn(e))
+        .max();
+    let first_change = all
+        .iter()
+        .filter(|(_, e)| e["op"] != "r")
+        .map(|(_, e)| lsn(e))
+        .min();
     assert!(
-        delete.1["source"]["lsn"].as_u64().unwrap() > all[0].1["source"]["lsn"].as_u64().unwrap()
+        snapshot_lsn < first_change,
+        "{snapshot_lsn:?} < {first_change:?}"
     );
 
     // The slot lag metric, then a clean stop.
