@@ -560,7 +560,9 @@ impl CdcCapture {
                 table,
                 ts_ms: read_at,
                 tx_id: None,
-                lsn: state.consistent_lsn,
+                // The first streamed change can start exactly at the consistent point: one
+                // below it, snapshot rows sort strictly before every change.
+                lsn: state.consistent_lsn.saturating_sub(1),
                 snapshot: match i {
                     0 if n > 1 => "first",
                     i if i + 1 == n => "last",

@@ -13,7 +13,8 @@
 //! - **Initial snapshot, exactly consistent with the slot**: the slot is created first (its
 //!   consistent point `C`); then a `REPEATABLE READ` transaction reads the table and records
 //!   its snapshot (`pg_current_snapshot()`: xmin, xmax, in-progress xids). Snapshot rows are
-//!   emitted as `op: "r"` at LSN `C`. Streaming starts at `C` and *skips every transaction
+//!   emitted as `op: "r"` at LSN `C - 1` (a streamed change may start exactly at `C`, and
+//!   consumers order a row's changes by LSN). Streaming starts at `C` and *skips every transaction
 //!   the snapshot already saw* (visible in that recorded snapshot), so each committed
 //!   transaction is reflected exactly once: in the snapshot, or as change events — the same
 //!   guarantee as an exported snapshot, without the replication protocol.
