@@ -89,10 +89,18 @@ fn run_pipeline(prefix: &str, dir: &Path) -> PathBuf {
 }
 
 fn envelopes(prefix: &str, at_least: usize) -> Vec<(Option<Vec<u8>>, serde_json::Value)> {
+    envelopes_of(prefix, at_least, "postgres:public.customers")
+}
+
+fn envelopes_of(
+    prefix: &str,
+    at_least: usize,
+    origin: &str,
+) -> Vec<(Option<Vec<u8>>, serde_json::Value)> {
     read_topic(&brokers(), &format!("{prefix}customers"), at_least)
         .into_iter()
         .map(|m| {
-            assert_eq!(m.origin.as_deref(), Some("postgres:public.customers"));
+            assert_eq!(m.origin.as_deref(), Some(origin));
             (
                 m.key,
                 serde_json::from_slice(&m.payload).expect("JSON envelope"),
@@ -262,4 +270,69 @@ fn crash_between_produce_and_slot_advance_loses_nothing() {
     load_orders_and_products(&prefix);
     let export = run_pipeline(&prefix, dir.path());
     assert_matches_expected_as(&export, true);
+}
+
+#[test]
+fn unchanged_toasted_values_and_replica_identity_full() {
+    let db = unique("cdc_toast");
+    let url = fresh_database(&db);
+    let prefix = format!("{db}_");
+    let dir = tempfile::tempdir().unwrap();
+    // A value large and random enough to be stored out of line (TOAST).
+    let big: String = (0..20_000)
+        .map(|i| char::from(b'a' + ((i * 7919 + i / 13) % 26) as u8))
+        .collect();
+    psql(
+        &url,
+        &format!(
+            "CREATE TABLE notes(id bigint primary key, body text, n int); \
+             ALTER TABLE notes ALTER COLUMN body SET STORAGE EXTERNAL; \
+             INSERT INTO notes VALUES (1, '{big}', 0), (2, '{big}', 0)"
+        ),
+    );
+    let mut args = cdc_args(&url, &prefix, &dir.path().join("cdc.json"), &db);
+    args.extend([
+        "--table".into(),
+        "public.notes".into(),
+        "--until-idle".into(),
+    ]);
+    ok(&args);
+    // Default replica identity: the unchanged TOASTed body is not in the WAL.
+    psql(&url, "UPDATE notes SET n = 1 WHERE id = 1");
+    // FULL: the old row carries it, and deletes carry the whole row.
+    psql(
+        &url,
+        "ALTER TABLE notes REPLICA IDENTITY FULL; UPDATE notes SET n = 2 WHERE id = 2; \
+         DELETE FROM notes WHERE id = 2",
+    );
+    ok(&args);
+    let all = envelopes_of(&prefix, 5, "postgres:public.notes");
+    let find = |op: &str, id: i64, n: Option<i64>| {
+        all.iter()
+            .map(|(_, e)| e)
+            .find(|e| {
+                e["op"] == op
+                    && (e["after"]["id"] == id || e["before"]["id"] == id)
+                    && n.is_none_or(|n| e["after"]["n"] == n)
+            })
+            .unwrap_or_else(|| panic!("no {op} of {id}"))
+            .clone()
+    };
+    assert_eq!(find("r", 1, None)["after"]["body"], big.as_str());
+    assert_eq!(
+        find("u", 1, Some(1))["after"]["body"],
+        "__debezium_unavailable_value"
+    );
+    let full = find("u", 2, Some(2));
+    assert_eq!(
+        full["after"]["body"],
+        big.as_str(),
+        "taken from the full old row"
+    );
+    assert_eq!(full["before"]["n"], 0);
+    let delete = find("d", 2, None);
+    assert_eq!(
+        delete["before"]["n"], 2,
+        "FULL: deletes carry the whole old row"
+    );
 }
