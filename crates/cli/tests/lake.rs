@@ -396,7 +396,13 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
     assert_lake_matches_expected(&lake, &dir.path().join("csv"));
     assert_bronze_exact(&config);
     assert_warehouse_matches(&url);
-    // Epochs are committed in order, each once, in every table's snapshot history.
+    assert_each_epoch_once(&config);
+}
+
+/// Epochs are committed in order, each once, in every table's snapshot history (a
+/// compaction snapshot repeats the epoch it compacted: those are told apart by their
+/// `replace` operation).
+fn assert_each_epoch_once(config: &LakeConfig) {
     blocking(async {
         let catalog = config.open_catalog().await?;
         for def in table_defs().iter().chain(bronze_defs().iter()) {
@@ -404,6 +410,7 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
             let mut epochs: Vec<u64> = t
                 .metadata()
                 .snapshots()
+                .filter(|s| s.summary().operation != iceberg::spec::Operation::Replace)
                 .filter_map(|s| {
                     s.summary()
                         .additional_properties
@@ -424,6 +431,123 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
         Ok(())
     })
     .unwrap();
+}
+
+/// Arguments of a small-epoch run of the sample into `lake`.
+fn small_epoch_run(prefix: &str, state: &Path, lake: &Path) -> Vec<String> {
+    [
+        "run",
+        "--topic-prefix",
+        prefix,
+        "--state",
+        state.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+        "--epoch-records",
+        "40",
+        "--epoch-ms",
+        "10",
+        "--max-inflight-epochs",
+        "1",
+        "--until-idle",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn a_second_instance_on_the_same_lake_is_fenced() {
+    let prefix = prefix("fence");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // Two instances of the same pipeline, started together on the same lake.
+    let spawn = |state: &str| {
+        alluvium(small_epoch_run(&prefix, &dir.path().join(state), &lake))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let fenced = outs
+        .iter()
+        .filter(|o| !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("fenced"))
+        .count();
+    for o in &outs {
+        assert!(
+            o.status.success() || String::from_utf8_lossy(&o.stderr).contains("fenced"),
+            "an instance failed otherwise: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(
+        fenced >= 1,
+        "neither instance was fenced: the runs did not overlap"
+    );
+    // Whoever stopped, a run to the end leaves every table exact and each offset once.
+    ok(small_epoch_run(&prefix, &dir.path().join("c"), &lake));
+    let config = local_config(&lake);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv"));
+    assert_bronze_exact(&config);
+    assert_each_epoch_once(&config);
+}
+
+#[test]
+fn maintenance_while_the_pipeline_commits() {
+    let prefix = prefix("maintrun");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut pipeline = alluvium(small_epoch_run(&prefix, &dir.path().join("state"), &lake))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lake_str = lake.to_str().unwrap().to_owned();
+    let mut maintained = 0;
+    while pipeline.try_wait().unwrap().is_none() {
+        if lake.join("catalog.db").exists() {
+            // Compaction and expiry commit snapshots the pipeline's next commit must build on.
+            let out = alluvium([
+                "maintain",
+                "--lake",
+                &lake_str,
+                "--retain-last",
+                "1",
+                "--expire-older-than-minutes",
+                "0",
+            ])
+            .output()
+            .unwrap();
+            if out.status.success() {
+                maintained += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = pipeline.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pipeline failed: {stderr}");
+    assert!(
+        maintained > 0,
+        "maintenance never ran while the pipeline did"
+    );
+    let retried = stderr
+        .matches("retrying on the table's current snapshot")
+        .count();
+    eprintln!("{maintained} maintenance runs; {retried} commit conflicts retried");
+    assert!(
+        retried > 0,
+        "no commit met a maintenance snapshot: the path was not exercised"
+    );
+    let config = local_config(&lake);
+    assert_lake_matches_expected(&lake, &dir.path().join("csv"));
+    assert_bronze_exact(&config);
+    assert_each_epoch_once(&config);
 }
 
 /// The last epoch committed to a lake table, if any.

@@ -588,10 +588,16 @@ impl IcebergCommitter {
                     *last_epoch = Some(epoch);
                     return Ok(());
                 }
-                Err(LakeError::Conflict(_)) if attempts < 5 => {
+                // Someone committed in between — a compaction or expiry by `alluvium
+                // maintain` (retry on its result), or another instance of this pipeline
+                // (fenced). Other failures may come from the same cause: maintenance expired
+                // the snapshot this commit builds on and deleted its manifest list. So any
+                // failure but a data error reloads the table and tries again.
+                Err(e)
+                    if attempts < 5
+                        && !matches!(e, LakeError::Data(_) | LakeError::Fenced { .. }) =>
+                {
                     attempts += 1;
-                    // Someone committed in between: a compaction (retry on its result) or
-                    // another instance of this pipeline (fenced).
                     let table = catalog
                         .load_table(&ident(&slot.def))
                         .await
@@ -605,7 +611,8 @@ impl IcebergCommitter {
                             });
                         }
                     }
-                    tracing::warn!(table = %name, epoch, "commit conflict, retrying on the new snapshot");
+                    tracing::warn!(table = %name, epoch, error = %e, "commit failed, retrying on the table's current snapshot");
+                    manifests.clear();
                     slot.table = table;
                 }
                 Err(e) => return Err(e),
@@ -656,9 +663,14 @@ impl SinkCommitter for IcebergCommitter {
                 };
                 Self::commit_table(config, pool, catalog, state, epoch, pieces, &positions)
             });
-        // The tables' commits are independent: their I/O overlaps.
-        let result = rt.block_on(futures::future::try_join_all(commits));
-        result.map(|_| ()).map_err(SinkError::from)
+        // The tables' commits are independent: their I/O overlaps. Every one runs to its
+        // end even when another fails — a commit cancelled half-way would leave its table's
+        // row index and last epoch out of step with what the catalog holds.
+        let results = rt.block_on(futures::future::join_all(commits));
+        results
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), |e| Err(SinkError::from(e)))
     }
 }
 
