@@ -12,24 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    alluvium, assert_matches_expected_as, brokers, case, fresh_database, ok, psql, read_topic,
-    unique,
+    alluvium, assert_matches_expected_as, brokers, case, fresh_database, ok, psql, psql_file,
+    read_topic, unique,
 };
-
-fn psql_file(url: &str, file: &Path) {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-f"])
-        .arg(file)
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "psql -f {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Slots are per cluster, so each test names its own after its database.
 fn cdc_args(url: &str, prefix: &str, state: &Path, slot: &str) -> Vec<String> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use alluvium_connectors::lake::read::{blocking, scan_table};
 use alluvium_connectors::lake::{LakeConfig, Value};
 use alluvium_medallion::lake::bronze_defs;
-use common::{alluvium, case, expected_mismatch, fresh_database, ok, unique};
+use common::{alluvium, case, expected_mismatch, fresh_database, ok, psql_file, unique};
 
 /// A background `alluvium` process, killed on drop.
 struct Running {
@@ -38,20 +38,6 @@ fn spawn(args: &[&str]) -> Running {
         child,
         _stdout: None,
     }
-}
-
-fn psql_file(url: &str, file: &Path) {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-f"])
-        .arg(file)
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -180,6 +180,22 @@ pub fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs an SQL file with psql against `url`, stopping at the first error.
+pub fn psql_file(url: &str, file: &Path) {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-f"])
+        .arg(file)
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql -f {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A fresh database on the test server; returns its URL.
 pub fn fresh_database(name: &str) -> String {
     let admin = service_env("ALLUVIUM_PG_URL");
