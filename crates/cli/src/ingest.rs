@@ -13,7 +13,7 @@ use alluvium_connectors::files::{
 use alluvium_connectors::kafka::admin::ensure_topic;
 use alluvium_connectors::kafka::KafkaConfig;
 use alluvium_connectors::rest::{metrics_router, ApiConfig, ApiMetrics, Auth, IngestApi};
-use alluvium_medallion::products::product_file_messages;
+use alluvium_medallion::products::for_each_product_file_message;
 use alluvium_medallion::Topics;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -226,11 +226,10 @@ fn csv(args: CsvArgs) -> Result<()> {
         Ready::Marker => ReadyRule::Marker,
     };
     options.chunk = args.chunk_records;
-    let convert = |name: &str, bytes: &[u8]| {
-        product_file_messages(name, bytes)
-            .into_iter()
-            .map(|(key, payload)| FileMessage { key, payload })
-            .collect()
+    let convert = |name: &str, bytes: &[u8], emit: &mut dyn FnMut(FileMessage)| {
+        for_each_product_file_message(name, bytes, |key, payload| {
+            emit(FileMessage { key, payload })
+        })
     };
     let mut ingester = FileIngester::new(folder, ledger, kafka, options, convert)?;
     // SIGTERM / Ctrl-C: finish the file in hand, then stop (a SIGKILL is safe too: the

@@ -159,24 +159,32 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<ProductVersio
 /// `product_id` field when the record has one. What `alluvium ingest csv` and
 /// `alluvium fixture load` send.
 pub fn product_file_messages(file: &str, bytes: &[u8]) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
-    csv_messages(file, bytes)
-        .into_iter()
-        .map(|msg| {
-            let key = msg
-                .header
-                .iter()
-                .position(|h| {
-                    h.trim_start_matches('\u{feff}')
-                        .trim()
-                        .eq_ignore_ascii_case("product_id")
-                })
-                .and_then(|i| msg.fields.get(i))
-                .map(|p| p.trim().as_bytes().to_vec());
-            // Serialising a struct of strings cannot fail.
-            let payload = serde_json::to_vec(&msg).unwrap_or_default();
-            (key, payload)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for_each_product_file_message(file, bytes, |key, payload| out.push((key, payload)));
+    out
+}
+
+/// As [`product_file_messages`], handing each `(key, value)` to `emit` as it is made.
+pub fn for_each_product_file_message(
+    file: &str,
+    bytes: &[u8],
+    mut emit: impl FnMut(Option<Vec<u8>>, Vec<u8>),
+) {
+    for_each_csv_message(file, bytes, |msg| {
+        let key = msg
+            .header
+            .iter()
+            .position(|h| {
+                h.trim_start_matches('\u{feff}')
+                    .trim()
+                    .eq_ignore_ascii_case("product_id")
+            })
+            .and_then(|i| msg.fields.get(i))
+            .map(|p| p.trim().as_bytes().to_vec());
+        // Serialising a struct of strings cannot fail.
+        let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        emit(key, payload)
+    })
 }
 
 /// Line numbers of records, counted from the bytes: the `csv` reader's own line count lags
@@ -210,12 +218,19 @@ impl LineCounter {
 
 /// Turns a CSV file into product messages, one per data record (spec §1.2, §7).
 pub fn csv_messages(file: &str, bytes: &[u8]) -> Vec<ProductMessage> {
+    let mut out = Vec::new();
+    for_each_csv_message(file, bytes, |m| out.push(m));
+    out
+}
+
+/// As [`csv_messages`], handing each message to `emit` as it is parsed (memory stays at the
+/// file's size, whatever its row count).
+pub fn for_each_csv_message(file: &str, bytes: &[u8], mut emit: impl FnMut(ProductMessage)) {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(bytes);
-    let mut out = Vec::new();
     let mut header: Option<Vec<String>> = None;
     let mut header_error: Option<String> = None;
     let mut record = csv::ByteRecord::new();
@@ -226,7 +241,7 @@ pub fn csv_messages(file: &str, bytes: &[u8]) -> Vec<ProductMessage> {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                out.push(ProductMessage {
+                emit(ProductMessage {
                     file: file.into(),
                     line,
                     header: Vec::new(),
@@ -299,9 +314,8 @@ pub fn csv_messages(file: &str, bytes: &[u8]) -> Vec<ProductMessage> {
                 raw: None,
             },
         };
-        out.push(msg);
+        emit(msg);
     }
-    out
 }
 
 #[cfg(test)]

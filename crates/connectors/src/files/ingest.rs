@@ -86,10 +86,12 @@ pub struct FileIngester<F> {
 
 impl<F> FileIngester<F>
 where
-    F: FnMut(&str, &[u8]) -> Vec<FileMessage>,
+    F: FnMut(&str, &[u8], &mut dyn FnMut(FileMessage)),
 {
-    /// An ingester; `convert` turns a file (name, content) into its messages, in order, and
-    /// must be deterministic (a resume relies on the same file giving the same messages).
+    /// An ingester; `convert` turns a file (name, content) into its messages, in order,
+    /// handing each to the given callback as it is made (so a large file is never held as
+    /// messages all at once). It must be deterministic: a resume relies on the same file
+    /// giving the same messages.
     pub fn new(
         folder: DropFolder,
         ledger: Ledger,
@@ -154,13 +156,12 @@ where
         if self.ledger.is_done(&meta.name, &sha256) {
             return Ok(None);
         }
-        let messages = (self.convert)(&meta.name, &bytes);
         let topic = self.options.topic.clone();
         let resumed = self.ledger.get(&meta.name, &sha256).is_some();
         let (entry, present) = match self.ledger.get(&meta.name, &sha256) {
             Some(e) => {
                 let present = read_back(&self.kafka, &topic, &e.start_offsets, &sha256)?;
-                tracing::info!(file = %meta.name, already = present.len(), of = messages.len(), "resuming an interrupted file");
+                tracing::info!(file = %meta.name, already = present.len(), of = e.records, "resuming an interrupted file");
                 (e.clone(), present)
             }
             None => {
@@ -170,7 +171,8 @@ where
                     name: meta.name.clone(),
                     sha256: sha256.clone(),
                     size: bytes.len() as u64,
-                    records: messages.len() as u64,
+                    // Known once the file was sent through.
+                    records: 0,
                     state: FileState::Producing,
                     start_offsets,
                     started_ms: now_ms(),
@@ -183,14 +185,16 @@ where
         };
         let producer = ReliableProducer::new(&self.kafka)?;
         let source = format!("{}{}", self.options.source_prefix, meta.name);
-        let mut sent = 0u64;
-        let mut unflushed = 0;
-        for (i, m) in messages.iter().enumerate() {
-            let index = i as u64;
-            if present.contains(&index) {
-                continue;
+        let chunk = self.options.chunk;
+        let (mut index, mut sent, mut unflushed) = (0u64, 0u64, 0usize);
+        let mut failure: Option<FilesError> = None;
+        (self.convert)(&meta.name, &bytes, &mut |m: FileMessage| {
+            let i = index;
+            index += 1;
+            if failure.is_some() || present.contains(&i) {
+                return;
             }
-            let index_text = index.to_string();
+            let index_text = i.to_string();
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: SOURCE_HEADER,
@@ -204,27 +208,39 @@ where
                     key: RECORD_HEADER,
                     value: Some(index_text.as_bytes()),
                 });
-            producer.send_with_headers(&topic, m.key.as_deref(), &m.payload, Some(headers))?;
+            if let Err(e) =
+                producer.send_with_headers(&topic, m.key.as_deref(), &m.payload, Some(headers))
+            {
+                failure = Some(e.into());
+                return;
+            }
             sent += 1;
             unflushed += 1;
-            if unflushed == self.options.chunk {
-                producer.flush(Duration::from_secs(60))?;
+            if unflushed == chunk {
+                if let Err(e) = producer.flush(Duration::from_secs(60)) {
+                    failure = Some(e.into());
+                    return;
+                }
                 unflushed = 0;
                 alluvium_engine::failpoint::hit("file_chunk_acked", &meta.name);
             }
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
+        let records = index;
         producer.flush(Duration::from_secs(60))?;
         self.ledger.record(FileEntry {
             state: FileState::Done,
-            records: messages.len() as u64,
+            records,
             finished_ms: now_ms(),
             ..entry
         })?;
-        tracing::info!(file = %meta.name, records = messages.len(), sent, "file ingested");
+        tracing::info!(file = %meta.name, records, sent, "file ingested");
         Ok(Some(FileReport {
             name: meta.name.clone(),
             sha256,
-            records: messages.len() as u64,
+            records,
             sent,
             resumed,
         }))
