@@ -151,6 +151,14 @@ where
     }
 
     fn ingest(&mut self, meta: &FileMeta) -> Result<Option<FileReport>, FilesError> {
+        if self.ledger.is_done_listing(
+            &meta.name,
+            meta.size,
+            meta.modified_ms,
+            meta.e_tag.as_deref(),
+        ) {
+            return Ok(None);
+        }
         let bytes = self.runtime.block_on(self.folder.read(&meta.name))?;
         let sha256 = hex(&Sha256::digest(&bytes));
         if self.ledger.is_done(&meta.name, &sha256) {
@@ -171,6 +179,8 @@ where
                     name: meta.name.clone(),
                     sha256: sha256.clone(),
                     size: bytes.len() as u64,
+                    modified_ms: meta.modified_ms,
+                    e_tag: meta.e_tag.clone(),
                     // Known once the file was sent through.
                     records: 0,
                     state: FileState::Producing,

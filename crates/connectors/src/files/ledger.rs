@@ -27,6 +27,12 @@ pub struct FileEntry {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// Modification time as listed, ms since the Unix epoch (0 when unknown).
+    #[serde(default)]
+    pub modified_ms: i64,
+    /// The store's entity tag as listed.
+    #[serde(default)]
+    pub e_tag: Option<String>,
     /// Messages the file gives (known once it was parsed).
     pub records: u64,
     /// Progress.
@@ -94,6 +100,26 @@ impl Ledger {
             .is_some_and(|f| f.state == FileState::Done)
     }
 
+    /// Whether a file listed with this name, size, modification time and ETag was already
+    /// ingested — so a long-running ingester does not read and hash every old file again on
+    /// every poll. (A file rewritten in place changes at least its modification time.)
+    pub fn is_done_listing(
+        &self,
+        name: &str,
+        size: u64,
+        modified_ms: i64,
+        e_tag: Option<&str>,
+    ) -> bool {
+        self.files.values().any(|f| {
+            f.state == FileState::Done
+                && f.name == name
+                && f.size == size
+                && f.modified_ms == modified_ms
+                && f.modified_ms != 0
+                && f.e_tag.as_deref() == e_tag
+        })
+    }
+
     /// Every entry, by name then hash.
     pub fn entries(&self) -> impl Iterator<Item = &FileEntry> {
         self.files.values()
@@ -145,6 +171,8 @@ mod tests {
             name: name.into(),
             sha256: hash.into(),
             size: 10,
+            modified_ms: 0,
+            e_tag: None,
             records: 3,
             state,
             start_offsets: BTreeMap::from([(0, 5), (1, 7)]),
@@ -175,6 +203,33 @@ mod tests {
         assert_eq!(
             l.get("a.csv", "h2").map(|e| e.start_offsets.clone()),
             Some(BTreeMap::from([(0, 5), (1, 7)]))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn done_listings_are_recognised_without_reading() -> Result<(), FilesError> {
+        let dir = tempfile::tempdir().map_err(|e| FilesError::Ledger {
+            path: "tmp".into(),
+            reason: e.to_string(),
+        })?;
+        let mut l = Ledger::open(&dir.path().join("l.json"))?;
+        let mut e = entry("a.csv", "h1", FileState::Done);
+        e.modified_ms = 1_000;
+        e.e_tag = Some("t1".into());
+        l.record(e)?;
+        assert!(l.is_done_listing("a.csv", 10, 1_000, Some("t1")));
+        assert!(
+            !l.is_done_listing("a.csv", 10, 2_000, Some("t1")),
+            "rewritten: read again"
+        );
+        assert!(!l.is_done_listing("a.csv", 11, 1_000, Some("t1")));
+        assert!(!l.is_done_listing("a.csv", 10, 1_000, Some("t2")));
+        assert!(!l.is_done_listing("b.csv", 10, 1_000, Some("t1")));
+        l.record(entry("c.csv", "h2", FileState::Done))?;
+        assert!(
+            !l.is_done_listing("c.csv", 10, 0, None),
+            "no listing recorded: read to be sure"
         );
         Ok(())
     }
