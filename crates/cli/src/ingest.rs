@@ -12,7 +12,7 @@ use alluvium_connectors::files::{
 };
 use alluvium_connectors::kafka::admin::ensure_topic;
 use alluvium_connectors::kafka::KafkaConfig;
-use alluvium_connectors::rest::{metrics_router, ApiConfig, ApiMetrics, Auth, IngestApi};
+use alluvium_connectors::rest::{ApiConfig, ApiMetrics, Auth, IngestApi};
 use alluvium_medallion::products::for_each_product_file_message;
 use alluvium_medallion::Topics;
 use anyhow::{bail, Context, Result};
@@ -263,7 +263,7 @@ fn cdc(args: CdcArgs) -> Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = CdcMetrics::register(&mut registry);
     if let Some(addr) = args.metrics_listen {
-        serve_metrics_in_background(addr, Arc::new(registry))?;
+        crate::metrics_http::serve_in_background(addr, Arc::new(registry))?;
     }
     let mut capture = CdcCapture::new(config, kafka, metrics)?;
     let stop = stop_flag()?;
@@ -283,44 +283,6 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
             .context("installing the signal handler")?;
     }
     Ok(stop)
-}
-
-/// Serves `/metrics` and `/healthz` from a thread of its own.
-fn serve_metrics_in_background(
-    addr: SocketAddr,
-    registry: Arc<prometheus_client::registry::Registry>,
-) -> Result<()> {
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("listening on {addr} for metrics"))?;
-    listener
-        .set_nonblocking(true)
-        .context("configuring the metrics listener")?;
-    let local = listener
-        .local_addr()
-        .context("reading the metrics address")?;
-    println!("metrics on http://{local}/metrics");
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!(error = %e, "metrics server runtime"),
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => return tracing::error!(error = %e, "metrics listener"),
-                };
-                if let Err(e) = axum::serve(listener, metrics_router(registry)).await {
-                    tracing::error!(error = %e, "metrics server stopped");
-                }
-            });
-        })
-        .context("starting the metrics thread")?;
-    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

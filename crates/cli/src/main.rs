@@ -8,6 +8,7 @@ mod fixture;
 mod ingest;
 mod keyed_stats;
 mod lake;
+mod metrics_http;
 mod produce;
 mod run;
 

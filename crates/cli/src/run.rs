@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Start-up retries (exponential backoff) before the brokers are reported unreachable.
     #[arg(long, default_value_t = 5)]
     pub kafka_retries: u32,
+    /// Serve the engine's metrics (`/metrics`: records per partition, epochs, commits and
+    /// commit latency per sink) and `/healthz` on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub lake: crate::lake::LakeArgs,
     #[command(flatten)]
@@ -81,6 +85,11 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     kafka.retries = args.kafka_retries;
     kafka.validate()?;
     let cluster = args.cluster.config()?;
+    if let Some(addr) = args.metrics_listen {
+        let mut registry = prometheus_client::registry::Registry::default();
+        alluvium_engine::metrics::engine_metrics().register(&mut registry);
+        crate::metrics_http::serve_in_background(addr, std::sync::Arc::new(registry))?;
+    }
     let state = args
         .state
         .clone()

@@ -47,6 +47,7 @@ pub mod error;
 pub mod failpoint;
 pub mod latest;
 pub mod left_join;
+pub mod metrics;
 pub mod position;
 pub mod resume;
 pub mod runtime;

@@ -310,8 +310,23 @@ where
                                 committer.commit(epoch, &pieces, &positions)
                             });
                             let ok = result.is_ok();
+                            let labels = crate::metrics::SinkLabels {
+                                sink: thread_name.clone(),
+                            };
+                            let metrics = crate::metrics::engine_metrics();
                             if ok {
                                 crate::failpoint::hit("after_commit", &thread_name);
+                                metrics.commits.get_or_create(&labels).inc();
+                                metrics
+                                    .commit_seconds
+                                    .get_or_create(&labels)
+                                    .observe(started.elapsed().as_secs_f64());
+                                metrics
+                                    .committed_epoch
+                                    .get_or_create(&labels)
+                                    .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+                            } else {
+                                metrics.commit_failures.get_or_create(&labels).inc();
                             }
                             let _ = done_tx.send((epoch, result.map(|()| started.elapsed())));
                             let _ = activator.activate();

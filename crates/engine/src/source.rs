@@ -219,6 +219,13 @@ struct Driver<R: PartitionReader> {
     closed: VecDeque<Epoch>,
     live: Vec<R::Record>,
     last_record: Instant,
+    /// Per partition: its records counter and position gauge (looked up once).
+    counters: Vec<(
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::gauge::Gauge,
+    )>,
+    /// Records read per partition since the counters were last updated.
+    unreported: Vec<u64>,
 }
 
 impl<R: PartitionReader> Driver<R> {
@@ -270,7 +277,24 @@ impl<R: PartitionReader> Driver<R> {
                 next[i].max(replayed)
             })
             .collect();
+        let metrics = crate::metrics::engine_metrics();
+        let counters = partitions
+            .iter()
+            .map(|p| {
+                let labels = crate::metrics::PartitionLabels {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                };
+                (
+                    metrics.source_records.get_or_create(&labels).clone(),
+                    metrics.source_position.get_or_create(&labels).clone(),
+                )
+            })
+            .collect();
+        let unreported = vec![0; partitions.len()];
         Driver {
+            counters,
+            unreported,
             reader,
             partitions,
             replay,
@@ -332,8 +356,10 @@ impl<R: PartitionReader> Driver<R> {
                 let next = &mut self.next;
                 let live_buf = &mut self.live;
                 let replay = &mut self.replay;
+                let unreported = &mut self.unreported;
                 status = self.reader.read(chunk, &mut |i, offset, record| {
                     read += 1;
+                    unreported[i] += 1;
                     next[i] = Some(offset + 1);
                     match replay_of[i].iter().find(|(end, _)| offset < *end) {
                         Some(&(_, k)) => replay[k].buffer.push(record),
@@ -343,6 +369,7 @@ impl<R: PartitionReader> Driver<R> {
             }
             if read > 0 {
                 self.last_record = Instant::now();
+                self.report_metrics();
             }
             self.clock.record(self.live.len());
             self.flush(data);
@@ -431,7 +458,23 @@ impl<R: PartitionReader> Driver<R> {
     }
 
     /// Closes the live epoch: reports the positions that moved, then advances the capabilities.
+    /// Adds the records read since the last call to the partitions' counters.
+    fn report_metrics(&mut self) {
+        for (i, n) in self.unreported.iter_mut().enumerate() {
+            if *n > 0 {
+                if let Some((records, position)) = self.counters.get(i) {
+                    records.inc_by(*n);
+                    if let Some(next) = self.next[i] {
+                        position.set(next);
+                    }
+                }
+                *n = 0;
+            }
+        }
+    }
+
     fn close_epoch(&mut self, pos: &mut PosSession<'_>) {
+        crate::metrics::engine_metrics().epochs_closed.inc();
         let mut session = pos.session(&self.pos_cap);
         for i in 0..self.partitions.len() {
             let at = self.next[i].max(self.reader.position(i));
