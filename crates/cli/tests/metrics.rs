@@ -62,9 +62,12 @@ fn the_pipeline_exports_engine_metrics() {
         let records: f64 = samples(&text, "alluvium_source_records_total", &topic_filter)
             .iter()
             .sum();
-        let sinks_committed = SINKS
-            .iter()
-            .all(|sink| !samples(&text, "alluvium_sink_commits_total", sink).is_empty());
+        let sinks_committed = SINKS.iter().all(|sink| {
+            samples(&text, "alluvium_sink_commits_total", sink)
+                .iter()
+                .sum::<f64>()
+                >= 1.0
+        });
         if records >= 1379.0 && sinks_committed {
             break text;
         }
@@ -99,5 +102,182 @@ fn the_pipeline_exports_engine_metrics() {
         let timed = samples(&text, "alluvium_sink_commit_seconds_count", sink);
         assert_eq!(timed, commits, "{sink}: one latency sample per commit");
         assert!(!samples(&text, "alluvium_sink_committed_epoch", sink).is_empty());
+        assert_eq!(
+            samples(&text, "alluvium_sink_commit_failures_total", sink),
+            [0.0],
+            "{sink}: failures reported from zero"
+        );
     }
+}
+
+/// The sample names a scrape exports: every sample line, plus the names a registered family
+/// will have once it has samples (`# TYPE` lines: counters `_total`, histograms
+/// `_bucket`/`_sum`/`_count`).
+fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    names.insert(name.to_owned());
+                }
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_owned());
+        }
+    }
+    names
+}
+
+fn scrape(url: &str) -> String {
+    let out = Command::new("curl").args(["-sf", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A background process, killed on drop; with the URL it printed first.
+struct Serving(std::process::Child, String);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(args: &[&str], prefix_of_line: &str) -> Serving {
+    let mut child = alluvium(args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix(prefix_of_line)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Serving(child, url)
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let prefix = format!("{}-", unique("dash"));
+    load_sample(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run = serve(
+        &[
+            "run",
+            "--topic-prefix",
+            &prefix,
+            "--state",
+            state.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        "metrics on ",
+    );
+    let api = serve(
+        &[
+            "ingest",
+            "api",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--topic-prefix",
+            &prefix,
+        ],
+        "listening on ",
+    );
+    let db = unique("dash");
+    let pg = common::fresh_database(&db);
+    common::psql(
+        &pg,
+        "CREATE TABLE customers(customer_id bigint primary key, email text); \
+         INSERT INTO customers VALUES (1, 'a@b.co')",
+    );
+    let cdc = serve(
+        &[
+            "ingest",
+            "cdc",
+            "--pg-url",
+            &pg,
+            "--slot",
+            &db,
+            "--state",
+            dir.path().join("cdc.json").to_str().unwrap(),
+            "--topic-prefix",
+            &format!("{prefix}cdc-"),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        "metrics on ",
+    );
+    // Some traffic, so labelled families have samples.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "--data",
+                "{\"order_id\":\"x\"}",
+            ])
+            .arg(format!("{}/v1/orders", api.1))
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "202"
+            && scrape(&run.1).contains("alluvium_sink_commits_total")
+            && scrape(&cdc.1).contains("alluvium_cdc_events_total 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no traffic through the processes"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut exported = exported_names(&scrape(&run.1));
+    exported.extend(exported_names(&scrape(&format!("{}/metrics", api.1))));
+    exported.extend(exported_names(&scrape(&cdc.1)));
+
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/alluvium.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("alluvium_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "the dashboard queries {queried:?}");
+    let missing: Vec<_> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exported: {missing:?}\nexported: {exported:?}"
+    );
 }

@@ -293,6 +293,14 @@ where
                 let spawned = std::thread::Builder::new()
                     .name(format!("commit {name}"))
                     .spawn(move || {
+                        // Counters start at zero, so a sink that never failed still reports
+                        // its failure count (Prometheus cannot tell absent from zero).
+                        let labels = crate::metrics::SinkLabels {
+                            sink: thread_name.clone(),
+                        };
+                        let metrics = crate::metrics::engine_metrics();
+                        metrics.commits.get_or_create(&labels).inc_by(0);
+                        metrics.commit_failures.get_or_create(&labels).inc_by(0);
                         let mut broken = false;
                         while let Ok((epoch, pieces, positions)) = job_rx.recv() {
                             if broken {
@@ -310,10 +318,6 @@ where
                                 committer.commit(epoch, &pieces, &positions)
                             });
                             let ok = result.is_ok();
-                            let labels = crate::metrics::SinkLabels {
-                                sink: thread_name.clone(),
-                            };
-                            let metrics = crate::metrics::engine_metrics();
                             if ok {
                                 crate::failpoint::hit("after_commit", &thread_name);
                                 metrics.commits.get_or_create(&labels).inc();
