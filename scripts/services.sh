@@ -111,7 +111,7 @@ start_postgres() {
   fi
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
   "${as[@]}" nohup "$bin/postgres" -D "$data" -k "$data" -p "$PG_PORT" \
-    -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=16 \
+    -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=64 \
     -c max_wal_senders=16 -c fsync=off >"$STATE/postgres.log" 2>&1 &
   echo $! >"$STATE/postgres.pid"
   wait_port postgres "$PG_PORT" 60

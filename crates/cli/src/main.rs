@@ -10,6 +10,7 @@ mod keyed_stats;
 mod lake;
 mod metrics_http;
 mod produce;
+mod progress;
 mod run;
 
 use anyhow::Result;
@@ -40,6 +41,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Run the e-commerce medallion pipeline (Kafka -> silver and gold tables).
     Run(Box<run::RunArgs>),
+    /// Backfill: rebuild every table from the topics' whole history through the same graph
+    /// (`run --batch`), with a progress bar (rate, ETA) on a terminal, log lines otherwise.
+    Backfill(Box<run::RunArgs>),
     /// Test cases: `alluvium fixture load DIR` produces a case folder into the topics.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
@@ -88,6 +92,10 @@ fn main() {
         Command::KeyedStats(args) => keyed_stats::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Backfill(mut args) => {
+            args.batch = true;
+            run::run(*args)
+        }
         Command::Fixture(cmd) => fixture::run(cmd),
         Command::Lake(cmd) => lake::run(cmd),
         Command::Ingest(cmd) => ingest::run(cmd),

@@ -105,6 +105,19 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             );
         }
     }
+    // Batch mode reads a known amount of history: show how far it is.
+    let progress = if args.batch {
+        let topics = Topics::with_prefix(&args.topic_prefix);
+        let mut total = 0u64;
+        for t in topics.all() {
+            for (_, end) in alluvium_connectors::kafka::admin::end_offsets(&kafka, &t)? {
+                total += u64::try_from(end).unwrap_or(0);
+            }
+        }
+        Some(crate::progress::Progress::start("backfill", total))
+    } else {
+        None
+    };
     let config = PipelineConfig {
         topics: Topics::with_prefix(&args.topic_prefix),
         currencies: args
@@ -216,6 +229,9 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             Ok(())
         })
     })?;
+    if let Some(p) = progress {
+        p.finish();
+    }
     if let (Some(dir), 0, Some(l)) = (&args.export_csv, args.cluster.process, &lake_config) {
         alluvium_medallion::lake::export_csv(l, dir)
             .with_context(|| format!("writing CSV files to {}", dir.display()))?;

@@ -281,3 +281,35 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
         "queried but not exported: {missing:?}\nexported: {exported:?}"
     );
 }
+
+#[test]
+fn backfill_reports_progress_in_plain_lines_without_a_terminal() {
+    let prefix = format!("{}-", unique("backfill"));
+    load_sample(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("csv");
+    let out = alluvium([
+        "backfill",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        dir.path().join("state").to_str().unwrap(),
+        "--export-csv",
+        export.to_str().unwrap(),
+    ])
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let last = stderr
+        .lines()
+        .rfind(|l| l.contains("backfill progress"))
+        .unwrap_or_else(|| panic!("no progress line in:\n{stderr}"));
+    assert!(
+        last.contains("done=1379") && last.contains("total=1379") && last.contains("100.0"),
+        "{last}"
+    );
+    common::assert_matches_expected(&export);
+}

@@ -48,6 +48,9 @@ pub struct EngineMetrics {
     pub commit_seconds: Family<SinkLabels, Histogram>,
     /// The last epoch committed, per sink.
     pub committed_epoch: Family<SinkLabels, Gauge>,
+    /// Records read by every source of the process (not exported: progress reporting reads
+    /// it; Prometheus sums the per-partition counters instead).
+    pub records_read: Counter,
 }
 
 impl Default for EngineMetrics {
@@ -63,6 +66,7 @@ impl Default for EngineMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 17))
             }),
             committed_epoch: Family::default(),
+            records_read: Counter::default(),
         }
     }
 }

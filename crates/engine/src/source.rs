@@ -460,8 +460,10 @@ impl<R: PartitionReader> Driver<R> {
     /// Closes the live epoch: reports the positions that moved, then advances the capabilities.
     /// Adds the records read since the last call to the partitions' counters.
     fn report_metrics(&mut self) {
+        let all = crate::metrics::engine_metrics();
         for (i, n) in self.unreported.iter_mut().enumerate() {
             if *n > 0 {
+                all.records_read.inc_by(*n);
                 if let Some((records, position)) = self.counters.get(i) {
                     records.inc_by(*n);
                     if let Some(next) = self.next[i] {
