@@ -68,7 +68,9 @@ fn the_pipeline_exports_engine_metrics() {
                 .sum::<f64>()
                 >= 1.0
         });
-        if records >= 1379.0 && sinks_committed {
+        // The lag watcher asks the brokers every 2 s.
+        let lag_known = samples(&text, "alluvium_source_lag", &topic_filter).len() == 12;
+        if records >= 1379.0 && sinks_committed && lag_known {
             break text;
         }
         assert!(
@@ -90,6 +92,8 @@ fn the_pipeline_exports_engine_metrics() {
         .iter()
         .sum();
     assert_eq!(positions, 1379.0, "positions = next offsets, summed");
+    let lags = samples(&text, "alluvium_source_lag", &topic_filter);
+    assert!(lags.iter().all(|l| *l >= 0.0), "lags {lags:?}");
     assert!(samples(&text, "alluvium_epochs_closed_total", "").is_empty());
     assert!(text.contains("alluvium_epochs_closed_total "), "{text}");
     // Every lake sink committed and timed its commits.
@@ -241,6 +245,7 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
             .unwrap();
         if String::from_utf8_lossy(&out.stdout) == "202"
             && scrape(&run.1).contains("alluvium_sink_commits_total")
+            && scrape(&run.1).contains("alluvium_source_lag{")
             && scrape(&cdc.1).contains("alluvium_cdc_events_total 1")
         {
             break;

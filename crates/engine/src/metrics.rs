@@ -38,6 +38,9 @@ pub struct EngineMetrics {
     pub source_records: Family<PartitionLabels, Counter>,
     /// The next offset to read, per partition.
     pub source_position: Family<PartitionLabels, Gauge>,
+    /// Records between the read position and the partition's end, per partition (set by
+    /// sources that can ask, e.g. the Kafka reader).
+    pub source_lag: Family<PartitionLabels, Gauge>,
     /// Live epochs closed by the sources (summed over workers).
     pub epochs_closed: Counter,
     /// Epochs committed, per sink.
@@ -58,6 +61,7 @@ impl Default for EngineMetrics {
         EngineMetrics {
             source_records: Family::default(),
             source_position: Family::default(),
+            source_lag: Family::default(),
             epochs_closed: Counter::default(),
             commits: Family::default(),
             commit_failures: Family::default(),
@@ -84,6 +88,11 @@ impl EngineMetrics {
             "source_position",
             "Next offset to read in each source partition",
             self.source_position.clone(),
+        );
+        r.register(
+            "source_lag",
+            "Records between the read position and the end of each source partition",
+            self.source_lag.clone(),
         );
         r.register(
             "epochs_closed",

@@ -6,6 +6,7 @@
 //! wakes the source operator, so an idle source costs nothing. Where reading starts comes
 //! from the engine's [`ResumePlan`], never from Kafka's committed offsets.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,68 @@ pub struct KafkaReader {
     /// The last origin header seen: ingest processes tag whole streams with one value, so
     /// records share one allocation.
     last_origin: Option<Arc<str>>,
+    /// Next offset per partition, shared with the lag watcher thread.
+    lag_positions: Arc<Vec<AtomicI64>>,
+    /// Tells the lag watcher to stop.
+    lag_stop: Arc<AtomicBool>,
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        self.lag_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often the lag watcher asks the brokers for end offsets.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Sets `alluvium_source_lag` for `ids` every [`LAG_INTERVAL`] from the brokers' high
+/// watermarks and the reader's positions, on a thread of its own with its own client, so the
+/// dataflow worker never waits for these requests. (rdkafka 0.39's consumer drops
+/// librdkafka's statistics events, which would carry the same numbers.)
+fn watch_lag(
+    config: KafkaConfig,
+    ids: Vec<PartitionId>,
+    positions: Arc<Vec<AtomicI64>>,
+    stop: Arc<AtomicBool>,
+) {
+    let consumer: BaseConsumer = match config.client_config().create() {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(error = %e, "no lag metric: creating a Kafka client"),
+    };
+    let gauges: Vec<_> = ids
+        .iter()
+        .map(|p| {
+            let labels = alluvium_engine::metrics::PartitionLabels {
+                topic: p.topic.clone(),
+                partition: p.partition,
+            };
+            alluvium_engine::metrics::engine_metrics()
+                .source_lag
+                .get_or_create(&labels)
+                .clone()
+        })
+        .collect();
+    let mut last = Instant::now() - LAG_INTERVAL;
+    while !stop.load(Ordering::Relaxed) {
+        if last.elapsed() >= LAG_INTERVAL {
+            last = Instant::now();
+            for (i, id) in ids.iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok((_, high)) =
+                    consumer.fetch_watermarks(&id.topic, id.partition, Duration::from_secs(2))
+                else {
+                    continue;
+                };
+                let next = positions[i].load(Ordering::Relaxed);
+                // A broker whose watermark lags behind what it served gives 0, not < 0.
+                gauges[i].set((high - next).max(0));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The message's [`SOURCE_HEADER`] value (UTF-8), shared with the previous record's when equal.
@@ -203,6 +266,26 @@ impl KafkaReader {
             queues.push(q);
         }
         let topics: Vec<Arc<str>> = ids.iter().map(|p| Arc::from(p.topic.as_str())).collect();
+        let lag_positions: Arc<Vec<AtomicI64>> = Arc::new(
+            ids.iter()
+                .map(|p| AtomicI64::new(plan.start_offset(p).unwrap_or(0)))
+                .collect(),
+        );
+        let lag_stop = Arc::new(AtomicBool::new(false));
+        {
+            let (config, ids, positions, stop) = (
+                config.clone(),
+                ids.clone(),
+                lag_positions.clone(),
+                lag_stop.clone(),
+            );
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("kafka lag {worker}"))
+                .spawn(move || watch_lag(config, ids, positions, stop))
+            {
+                tracing::warn!(error = %e, "no lag metric: starting its thread");
+            }
+        }
         let next = ids.iter().map(|p| plan.start_offset(p)).collect();
         tracing::info!(worker, partitions = %ids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","), "Kafka source assigned");
         Ok(KafkaReader {
@@ -215,6 +298,8 @@ impl KafkaReader {
             turn: 0,
             drained_since: None,
             last_origin: None,
+            lag_positions,
+            lag_stop,
         })
     }
 
@@ -285,6 +370,7 @@ impl PartitionReader for KafkaReader {
                         left -= 1;
                         let offset = m.offset();
                         self.next[i] = Some(offset + 1);
+                        self.lag_positions[i].store(offset + 1, Ordering::Relaxed);
                         emit(
                             i,
                             offset,
