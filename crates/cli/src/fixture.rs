@@ -24,27 +24,21 @@ pub enum FixtureCommand {
 pub struct LoadArgs {
     /// The case folder.
     pub dir: PathBuf,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
-    pub brokers: String,
-    /// Prefix of the topic names.
-    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
-    pub topic_prefix: String,
-    /// Partitions of each topic when it is created.
-    #[arg(long, default_value_t = 4)]
-    pub partitions: i32,
+    /// Kafka and the pipeline's topics.
+    #[command(flatten)]
+    pub kafka: TopicArgs,
 }
 
 /// Entry point of `alluvium fixture`.
 pub fn run(cmd: FixtureCommand) -> Result<()> {
     let FixtureCommand::Load(args) = cmd;
-    let config = KafkaConfig::new(args.brokers);
+    let config = args.kafka.config();
     config.validate()?;
-    let topics = Topics::with_prefix(&args.topic_prefix);
+    let topics = args.kafka.topics();
     let messages = load(&args.dir, &topics)
         .with_context(|| format!("reading case folder {}", args.dir.display()))?;
     for t in topics.all() {
-        ensure_topic(&config, &t, args.partitions)?;
+        ensure_topic(&config, &t, args.kafka.partitions)?;
     }
     let producer = ReliableProducer::new(&config)?;
     for m in &messages {
@@ -58,4 +52,30 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
         args.dir.display()
     );
     Ok(())
+}
+
+/// Kafka and the pipeline's topics, as every command that writes them takes them.
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Prefix of the topic names (`<prefix>orders`, `<prefix>products`, `<prefix>customers`).
+    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Partitions of a topic when it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+}
+
+impl TopicArgs {
+    /// The Kafka client configuration.
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig::new(self.brokers.clone())
+    }
+
+    /// The pipeline's topic names.
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
 }

@@ -11,13 +11,12 @@ use alluvium_connectors::files::{
     DropFolder, FileIngester, FileMessage, IngestOptions, Ledger, ReadyRule,
 };
 use alluvium_connectors::kafka::admin::ensure_topic;
-use alluvium_connectors::kafka::KafkaConfig;
 use alluvium_connectors::rest::{ApiConfig, ApiMetrics, Auth, IngestApi};
 use alluvium_medallion::products::for_each_product_file_message;
-use alluvium_medallion::Topics;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use crate::fixture::TopicArgs;
 use crate::lake::S3Args;
 
 /// Ingest processes.
@@ -60,15 +59,9 @@ pub struct CdcArgs {
     /// Serve `/metrics` (slot lag, events) and `/healthz` on this address.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
-    pub brokers: String,
-    /// Prefix of the topic names (the topic is `<prefix>customers`).
-    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
-    pub topic_prefix: String,
-    /// Partitions of the topic when it has to be created.
-    #[arg(long, default_value_t = 4)]
-    pub partitions: i32,
+    /// Kafka and the pipeline's topics.
+    #[command(flatten)]
+    pub kafka: TopicArgs,
 }
 
 /// Arguments of `alluvium ingest csv`.
@@ -96,15 +89,9 @@ pub struct CsvArgs {
     /// Exit once every file is ingested and none is being written.
     #[arg(long)]
     pub until_idle: bool,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
-    pub brokers: String,
-    /// Prefix of the topic names (the topic is `<prefix>products`).
-    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
-    pub topic_prefix: String,
-    /// Partitions of the topic when it has to be created.
-    #[arg(long, default_value_t = 4)]
-    pub partitions: i32,
+    /// Kafka and the pipeline's topics.
+    #[command(flatten)]
+    pub kafka: TopicArgs,
     /// Records sent between two waits for the broker's acknowledgements.
     #[arg(long, default_value_t = 5_000)]
     pub chunk_records: usize,
@@ -128,15 +115,9 @@ pub struct ApiArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", env = "ALLUVIUM_API_LISTEN")]
     pub listen: SocketAddr,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "ALLUVIUM_KAFKA_BROKERS")]
-    pub brokers: String,
-    /// Prefix of the topic names (the topic is `<prefix>orders`).
-    #[arg(long, default_value = "", env = "ALLUVIUM_TOPIC_PREFIX")]
-    pub topic_prefix: String,
-    /// Partitions of the topic when it has to be created.
-    #[arg(long, default_value_t = 4)]
-    pub partitions: i32,
+    /// Kafka and the pipeline's topics.
+    #[command(flatten)]
+    pub kafka: TopicArgs,
     /// Accepted bearer tokens (repeat the flag, or comma-separate them in the variable).
     #[arg(
         long = "token",
@@ -174,7 +155,7 @@ fn api(args: ApiArgs) -> Result<()> {
         (true, false) => bail!("--no-auth and --token (ALLUVIUM_API_TOKENS) contradict each other"),
         (false, _) => Auth::BearerTokens(args.tokens),
     };
-    let topics = Topics::with_prefix(&args.topic_prefix);
+    let topics = args.kafka.topics();
     let mut config = ApiConfig::new(topics.orders.clone(), auth);
     config.source_label = "rest:orders".into();
     config.listen = args.listen;
@@ -182,8 +163,8 @@ fn api(args: ApiArgs) -> Result<()> {
     config.delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
     config.max_queued_messages = args.max_queued_messages;
     config.validate()?;
-    let kafka = KafkaConfig::new(args.brokers);
-    ensure_topic(&kafka, &config.topic, args.partitions)?;
+    let kafka = args.kafka.config();
+    ensure_topic(&kafka, &config.topic, args.kafka.partitions)?;
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ApiMetrics::register(&mut registry);
@@ -211,15 +192,15 @@ fn api(args: ApiArgs) -> Result<()> {
 }
 
 fn csv(args: CsvArgs) -> Result<()> {
-    let topics = Topics::with_prefix(&args.topic_prefix);
+    let topics = args.kafka.topics();
     let folder = match (&args.dir, &args.url) {
         (Some(dir), _) => DropFolder::local(dir)?,
         (None, Some(url)) => DropFolder::s3(url, &args.s3.options())?,
         (None, None) => bail!("give --dir or --url"),
     };
     let ledger = Ledger::open(&args.ledger)?;
-    let kafka = KafkaConfig::new(args.brokers);
-    ensure_topic(&kafka, &topics.products, args.partitions)?;
+    let kafka = args.kafka.config();
+    ensure_topic(&kafka, &topics.products, args.kafka.partitions)?;
     let mut options = IngestOptions::csv(topics.products.clone());
     options.ready = match args.ready {
         Ready::Stable => ReadyRule::Stable(Duration::from_millis(args.settle_ms)),
@@ -245,7 +226,7 @@ fn csv(args: CsvArgs) -> Result<()> {
 }
 
 fn cdc(args: CdcArgs) -> Result<()> {
-    let topics = Topics::with_prefix(&args.topic_prefix);
+    let topics = args.kafka.topics();
     let mut config = CdcConfig::new(
         args.pg_url,
         args.table,
@@ -258,8 +239,8 @@ fn cdc(args: CdcArgs) -> Result<()> {
     if let Some(p) = args.publication {
         config.publication = p;
     }
-    let kafka = KafkaConfig::new(args.brokers);
-    ensure_topic(&kafka, &topics.customers, args.partitions)?;
+    let kafka = args.kafka.config();
+    ensure_topic(&kafka, &topics.customers, args.kafka.partitions)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = CdcMetrics::register(&mut registry);
     if let Some(addr) = args.metrics_listen {
