@@ -6,38 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use alluvium_connectors::lake::read::{blocking, scan_table};
 use alluvium_connectors::lake::{LakeConfig, Value};
 use alluvium_medallion::lake::bronze_defs;
-use common::{alluvium, case, expected_mismatch, fresh_database, ok, psql_file, unique};
-
-/// A background `alluvium` process, killed on drop.
-struct Running {
-    child: Child,
-    _stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Running {
-    let child = alluvium(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawning alluvium");
-    Running {
-        child,
-        _stdout: None,
-    }
-}
+use common::{
+    alluvium, case, expected_mismatch, fresh_database, ok, psql_file, serve, spawn_quiet, unique,
+};
 
 #[test]
 fn the_sample_through_api_csv_and_cdc_with_the_pipeline_running() {
@@ -50,31 +26,20 @@ fn the_sample_through_api_csv_and_cdc_with_the_pipeline_running() {
     psql_file(&pg, &case().join("customers_snapshot.sql"));
 
     // The three ingest processes (each creates its topic).
-    let mut api = alluvium([
-        "ingest",
-        "api",
-        "--no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--topic-prefix",
-        &prefix,
-    ])
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut api_out = BufReader::new(api.child_stdout());
-    let mut line = String::new();
-    api_out.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let _api = Running {
-        child: api,
-        _stdout: Some(api_out),
-    };
-    let _csv = spawn(&[
+    let api = serve(
+        &[
+            "ingest",
+            "api",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--topic-prefix",
+            &prefix,
+        ],
+        "listening on ",
+    );
+    let url = api.url.clone();
+    let _csv = spawn_quiet(&[
         "ingest",
         "csv",
         "--dir",
@@ -88,7 +53,7 @@ fn the_sample_through_api_csv_and_cdc_with_the_pipeline_running() {
         "--topic-prefix",
         &prefix,
     ]);
-    let _cdc = spawn(&[
+    let _cdc = spawn_quiet(&[
         "ingest",
         "cdc",
         "--pg-url",
@@ -113,7 +78,7 @@ fn the_sample_through_api_csv_and_cdc_with_the_pipeline_running() {
             && common::topic_exists(&format!("{prefix}customers"))
     };
     wait_until(Duration::from_secs(30), "all topics exist", topics_exist);
-    let _pipeline = spawn(&[
+    let _pipeline = spawn_quiet(&[
         "run",
         "--topic-prefix",
         &prefix,
@@ -222,16 +187,6 @@ fn the_sample_through_api_csv_and_cdc_with_the_pipeline_running() {
     assert_eq!(count("orders", "kafka"), 12, "{sources:?}");
     assert_eq!(count("products", "csv"), 120, "{sources:?}");
     assert_eq!(count("customers", "postgres"), 207, "{sources:?}");
-}
-
-trait ChildStdoutExt {
-    fn child_stdout(&mut self) -> ChildStdout;
-}
-
-impl ChildStdoutExt for Child {
-    fn child_stdout(&mut self) -> ChildStdout {
-        self.stdout.take().expect("piped stdout")
-    }
 }
 
 fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {

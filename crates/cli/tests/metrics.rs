@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alluvium, load_sample, unique};
+use common::{alluvium, load_sample, serve, unique};
 
 /// The value of every sample of `metric` whose labels contain `filter`.
 fn samples(text: &str, metric: &str, filter: &str) -> Vec<f64> {
@@ -151,30 +151,6 @@ fn scrape(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A background process, killed on drop; with the URL it printed first.
-struct Serving(std::process::Child, String);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(args: &[&str], prefix_of_line: &str) -> Serving {
-    let mut child = alluvium(args).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix(prefix_of_line)
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Serving(child, url)
-}
-
 #[test]
 fn the_grafana_dashboard_queries_only_exported_metrics() {
     let prefix = format!("{}-", unique("dash"));
@@ -240,13 +216,13 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
                 "--data",
                 "{\"order_id\":\"x\"}",
             ])
-            .arg(format!("{}/v1/orders", api.1))
+            .arg(format!("{}/v1/orders", api.url))
             .output()
             .unwrap();
         if String::from_utf8_lossy(&out.stdout) == "202"
-            && scrape(&run.1).contains("alluvium_sink_commits_total")
-            && scrape(&run.1).contains("alluvium_source_lag{")
-            && scrape(&cdc.1).contains("alluvium_cdc_events_total 1")
+            && scrape(&run.url).contains("alluvium_sink_commits_total")
+            && scrape(&run.url).contains("alluvium_source_lag{")
+            && scrape(&cdc.url).contains("alluvium_cdc_events_total 1")
         {
             break;
         }
@@ -256,9 +232,9 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let mut exported = exported_names(&scrape(&run.1));
-    exported.extend(exported_names(&scrape(&format!("{}/metrics", api.1))));
-    exported.extend(exported_names(&scrape(&cdc.1)));
+    let mut exported = exported_names(&scrape(&run.url));
+    exported.extend(exported_names(&scrape(&format!("{}/metrics", api.url))));
+    exported.extend(exported_names(&scrape(&cdc.url)));
 
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/alluvium.json");

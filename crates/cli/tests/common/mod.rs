@@ -392,3 +392,55 @@ pub fn stable_free_port() -> u16 {
     }
     panic!("no free port in 20000..32000");
 }
+
+/// A background `alluvium` process, killed when dropped. `url` is what its first stdout line
+/// announced (`listening on …`, `metrics on …`); stdout stays open until the drop, since the
+/// process may print again when it stops.
+pub struct Serving {
+    pub child: std::process::Child,
+    pub url: String,
+    _stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `alluvium args` and waits for its first stdout line, which must start with
+/// `announce` (the rest is the URL).
+pub fn serve<S: AsRef<OsStr>>(args: &[S], announce: &str) -> Serving {
+    use std::io::BufRead;
+    let mut child = alluvium(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning alluvium");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("reading the first line");
+    let url = line
+        .trim()
+        .strip_prefix(announce)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Serving {
+        child,
+        url,
+        _stdout: Some(stdout),
+    }
+}
+
+/// Starts `alluvium args` in the background with stdout discarded.
+pub fn spawn_quiet<S: AsRef<OsStr>>(args: &[S]) -> Serving {
+    let child = alluvium(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning alluvium");
+    Serving {
+        child,
+        url: String::new(),
+        _stdout: None,
+    }
+}
