@@ -31,8 +31,12 @@ use super::record::{KafkaRecord, SOURCE_HEADER};
 const IDLE_RECHECK: Duration = Duration::from_millis(500);
 
 /// How long a reader must look drained before it reports exhaustion. Guards against a fetch
-/// in flight at the moment the end offset (possibly stale, see `drained`) was reached.
-const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// in flight at the moment the end offset (possibly stale, see `drained`) was reached: long
+/// enough for a fetch round trip on a loaded machine.
+const DRAIN_QUIET: Duration = Duration::from_millis(600);
+
+/// How long an until-idle reader waits for records a checkpoint says exist before it fails.
+const MISSING_RECORDS_AFTER: Duration = Duration::from_secs(30);
 
 /// Reads the partitions of `topics` owned by one worker.
 pub struct KafkaReader {
@@ -55,6 +59,12 @@ pub struct KafkaReader {
     lag_positions: Arc<Vec<AtomicI64>>,
     /// Tells the lag watcher to stop.
     lag_stop: Arc<AtomicBool>,
+    /// End offsets the brokers reported at start (`ends` may be raised to checkpoints).
+    broker_ends: Vec<i64>,
+    /// Since when an until-idle reader has read nothing without being drained.
+    waiting_since: Option<Instant>,
+    /// Per partition: whether the consumer rewound and is being sought forward again.
+    rewound: Vec<bool>,
 }
 
 impl Drop for KafkaReader {
@@ -203,6 +213,7 @@ impl KafkaReader {
 
         // End offsets: needed to stop in until-idle mode and to refuse checkpoints beyond them.
         let mut ends = Vec::with_capacity(ids.len());
+        let mut broker_ends = Vec::with_capacity(ids.len());
         for id in &ids {
             let (_low, high) = config
                 .with_retries(&format!("fetching end offsets of {id}"), || {
@@ -214,22 +225,49 @@ impl KafkaReader {
                 .chain(plan.start())
                 .filter_map(|c| c.positions.get(id))
                 .max();
-            if let Some(committed) = committed.filter(|c| *c > high) {
-                // Either the topic was recreated or truncated (then the replay waits for offsets
-                // that never come), or the broker reports stale end offsets (some
-                // Kafka-compatible brokers report the base offset of the last batch).
-                tracing::warn!(
-                    "{}",
-                    KafkaConnectorError::CheckpointAhead {
-                        partition: id.to_string(),
-                        committed,
-                        end: high,
-                    }
-                );
-            }
-            ends.push(high);
+            let end = match committed.filter(|c| *c > high) {
+                Some(committed) => {
+                    // Either the broker reports a stale end offset (tansu reports the base
+                    // offset of the last batch), or the topic was recreated or truncated. A
+                    // committed position is a lower bound of the end either way: the records
+                    // below it were read once, so an until-idle run must read them again
+                    // before it may stop (otherwise its replay would be cut short).
+                    tracing::debug!(
+                        "{}",
+                        KafkaConnectorError::CheckpointAhead {
+                            partition: id.to_string(),
+                            committed,
+                            end: high,
+                        }
+                    );
+                    committed
+                }
+                None => high,
+            };
+            ends.push(end);
+            broker_ends.push(high);
         }
 
+        let mut consumer = consumer;
+        let w = wake.clone();
+        consumer.set_nonempty_callback(w);
+        let consumer = Arc::new(consumer);
+        // Split every partition's queue off BEFORE assigning: messages fetched between an
+        // assignment and the split land on the consumer's main queue, where this reader would
+        // never see them — a record silently skipped in one run and read in the next, i.e.
+        // a replay that disagrees with what was committed.
+        let mut queues = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let mut q = consumer
+                .split_partition_queue(&id.topic, id.partition)
+                .ok_or_else(|| KafkaConnectorError::Config {
+                    key: "source.topics".into(),
+                    reason: format!("could not open a queue for {id}"),
+                })?;
+            let w = wake.clone();
+            q.set_nonempty_callback(w);
+            queues.push(q);
+        }
         let mut tpl = TopicPartitionList::new();
         for id in &ids {
             let offset = match plan.start_offset(id) {
@@ -248,23 +286,6 @@ impl KafkaReader {
                 context: "assigning partitions".into(),
                 source,
             })?;
-
-        let mut consumer = consumer;
-        let w = wake.clone();
-        consumer.set_nonempty_callback(w);
-        let consumer = Arc::new(consumer);
-        let mut queues = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let mut q = consumer
-                .split_partition_queue(&id.topic, id.partition)
-                .ok_or_else(|| KafkaConnectorError::Config {
-                    key: "source.topics".into(),
-                    reason: format!("could not open a queue for {id}"),
-                })?;
-            let w = wake.clone();
-            q.set_nonempty_callback(w);
-            queues.push(q);
-        }
         let topics: Vec<Arc<str>> = ids.iter().map(|p| Arc::from(p.topic.as_str())).collect();
         let lag_positions: Arc<Vec<AtomicI64>> = Arc::new(
             ids.iter()
@@ -287,6 +308,7 @@ impl KafkaReader {
             }
         }
         let next = ids.iter().map(|p| plan.start_offset(p)).collect();
+        let partition_count = ids.len();
         tracing::info!(worker, partitions = %ids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","), "Kafka source assigned");
         Ok(KafkaReader {
             consumer,
@@ -300,7 +322,28 @@ impl KafkaReader {
             last_origin: None,
             lag_positions,
             lag_stop,
+            rewound: vec![false; partition_count],
+            broker_ends,
+            waiting_since: None,
         })
+    }
+
+    /// Drops a record below the partition's next offset and seeks the consumer back to where
+    /// it was (once per rewind), so it does not read the whole partition again.
+    fn skip_rewound(&mut self, i: usize, offset: i64) {
+        if self.rewound[i] {
+            return;
+        }
+        self.rewound[i] = true;
+        let Some(next) = self.next[i] else { return };
+        let id = &self.ids[i];
+        tracing::warn!(partition = %id, offset, next, "the Kafka consumer rewound; skipping records already read");
+        if let Err(e) =
+            self.consumer
+                .seek(&id.topic, id.partition, Offset::Offset(next), Duration::ZERO)
+        {
+            tracing::warn!(partition = %id, error = %e, "seeking past records already read failed; skipping them instead");
+        }
     }
 
     /// Whether every partition reached its end offset as of start. Only called when no
@@ -337,8 +380,21 @@ impl PartitionReader for KafkaReader {
         emit: &mut dyn FnMut(usize, i64, KafkaRecord),
     ) -> Result<ReadStatus, String> {
         // Serve the main queue: errors and events (no messages arrive there).
-        if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
-            tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)");
+        match self.consumer.poll(Duration::ZERO) {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)")
+            }
+            // Cannot happen with the queues split before assignment; emitting it here could
+            // reorder the partition, so fail loudly instead of losing it silently.
+            Some(Ok(m)) => {
+                return Err(format!(
+                    "a message of {}[{}] at offset {} arrived on the consumer's main queue",
+                    m.topic(),
+                    m.partition(),
+                    m.offset()
+                ))
+            }
+            None => {}
         }
         let n = self.queues.len();
         if n == 0 {
@@ -367,8 +423,18 @@ impl PartitionReader for KafkaReader {
                     }
                     Some(Ok(m)) => {
                         got = true;
-                        left -= 1;
                         let offset = m.offset();
+                        if self.next[i].is_some_and(|n| offset < n) {
+                            // Offsets only grow within a partition, so this record was
+                            // already emitted: the consumer rewound (an offset reset after a
+                            // broker reported a stale end offset). Emitting it again would
+                            // count it twice and make a replay disagree with what the sinks
+                            // committed.
+                            self.skip_rewound(i, offset);
+                            continue;
+                        }
+                        self.rewound[i] = false;
+                        left -= 1;
                         self.next[i] = Some(offset + 1);
                         self.lag_positions[i].store(offset + 1, Ordering::Relaxed);
                         emit(
@@ -398,8 +464,12 @@ impl PartitionReader for KafkaReader {
             self.drained_since = None;
             return Ok(ReadStatus::Busy);
         }
-        if left < budget || !self.drained() {
+        if left < budget {
             self.drained_since = None;
+            self.waiting_since = None;
+        } else if !self.drained() {
+            self.drained_since = None;
+            self.check_missing_records()?;
         } else {
             let since = *self.drained_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= DRAIN_QUIET {
@@ -416,6 +486,33 @@ impl PartitionReader for KafkaReader {
 
     fn position(&self, partition: usize) -> Option<i64> {
         self.next.get(partition).copied().flatten()
+    }
+}
+
+impl KafkaReader {
+    /// In until-idle mode, fails when a partition has sat below a checkpoint's position with
+    /// nothing to read for [`MISSING_RECORDS_AFTER`]: the records the checkpoint covers are
+    /// gone (topic recreated or truncated), and waiting longer would hang the run.
+    fn check_missing_records(&mut self) -> Result<(), String> {
+        let Some(ends) = &self.ends else {
+            return Ok(());
+        };
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < MISSING_RECORDS_AFTER {
+            return Ok(());
+        }
+        for (i, &end) in ends.iter().enumerate() {
+            let at = self.next[i].unwrap_or(0);
+            if at < end && end > self.broker_ends[i] {
+                return Err(KafkaConnectorError::CheckpointAhead {
+                    partition: self.ids[i].to_string(),
+                    committed: end,
+                    end: self.broker_ends[i],
+                }
+                .to_string());
+            }
+        }
+        Ok(())
     }
 }
 

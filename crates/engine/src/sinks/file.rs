@@ -196,6 +196,15 @@ where
             *count += diff;
             if *count == 0 {
                 rows.remove(row);
+            } else if *count < 0 {
+                // A retraction of a row the table does not hold: the dataflow's state differs
+                // from what was committed (e.g. a replay that read other records than the
+                // original run). Refuse rather than store a negative row.
+                return Err(SinkError::Fatal(format!(
+                    "epoch {epoch} retracts a row the table does not hold ({} after the change); \
+                     the pipeline's state and the committed table disagree",
+                    count
+                )));
             }
         }
         let state = FileState {
@@ -233,5 +242,28 @@ where
         f.sync_data()
             .map_err(io(format!("syncing {}", log.display())))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retraction_of_a_missing_row_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::<String>::new(dir.path());
+        let mut committer = sink.committer().unwrap();
+        let positions = Positions::default();
+        committer
+            .commit(1, &[vec![("a".to_string(), 1)]], &positions)
+            .unwrap();
+        let err = committer
+            .commit(2, &[vec![("b".to_string(), -1)]], &positions)
+            .unwrap_err();
+        assert!(err.to_string().contains("epoch 2 retracts"), "{err}");
+        // The table is unchanged: still the commit of epoch 1.
+        let state = sink.read_state().unwrap().unwrap();
+        assert_eq!((state.epoch, state.rows), (1, vec![("a".to_string(), 1)]));
     }
 }
