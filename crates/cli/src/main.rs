@@ -4,6 +4,7 @@
 
 mod cluster;
 mod demo;
+mod dq;
 mod fixture;
 mod ingest;
 mod keyed_stats;
@@ -55,6 +56,10 @@ enum Command {
     /// The Iceberg lake: `alluvium lake export --lake DIR --out DIR`.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
+    /// Data quality: `alluvium dq report` prints the latest `dq.results`; `alluvium dq rules`
+    /// checks a rules file and lists the rules in effect.
+    #[command(subcommand)]
+    Dq(dq::DqCommand),
 }
 
 /// mimalloc's `mi_option_purge_delay` (enum index 15 in the bundled mimalloc v3 header).
@@ -98,6 +103,7 @@ fn main() {
         }
         Command::Fixture(cmd) => fixture::run(cmd),
         Command::Lake(cmd) => lake::run(cmd),
+        Command::Dq(cmd) => dq::run(cmd),
         Command::Ingest(cmd) => ingest::run(cmd),
         Command::Maintain(args) => lake::maintain(*args),
     };

@@ -7,6 +7,7 @@ use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::{commit_sink, execute, Rehydration, ResumePlan, Sink, SourceOptions};
 use alluvium_medallion::codes::Currencies;
 use alluvium_medallion::lake::LakeSinks;
+use alluvium_medallion::quality::MedallionRules;
 use alluvium_medallion::warehouse::warehouse_sink;
 use alluvium_medallion::{medallion, PipelineConfig, TableRow, Topics};
 use anyhow::{Context, Result};
@@ -58,6 +59,10 @@ pub struct RunArgs {
     /// commit latency per sink) and `/healthz` on this address.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Data-quality rules file (TOML, see docs/quality.md): new row rules on the silver
+    /// tables, and other severities/thresholds for the built-in rules.
+    #[arg(long, env = "ALLUVIUM_DQ_CONFIG")]
+    pub dq_config: Option<PathBuf>,
     #[command(flatten)]
     pub lake: crate::lake::LakeArgs,
     #[command(flatten)]
@@ -88,6 +93,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     if let Some(addr) = args.metrics_listen {
         let mut registry = prometheus_client::registry::Registry::default();
         alluvium_engine::metrics::engine_metrics().register(&mut registry);
+        alluvium_dq::metrics::dq_metrics().register(&mut registry);
         crate::metrics_http::serve_in_background(addr, std::sync::Arc::new(registry))?;
     }
     let state = args
@@ -118,6 +124,10 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let dq = match &args.dq_config {
+        Some(path) => alluvium_dq::DqConfig::load(path)?,
+        None => alluvium_dq::DqConfig::default(),
+    };
     let config = PipelineConfig {
         topics: Topics::with_prefix(&args.topic_prefix),
         currencies: args
@@ -125,6 +135,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             .as_ref()
             .map(Currencies::new)
             .unwrap_or_default(),
+        rules: std::sync::Arc::new(MedallionRules::new(&dq)?),
     };
     let options = SourceOptions {
         epochs: args.epochs.policy()?,
@@ -181,6 +192,9 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 Some(probe.clone()),
             );
             let outputs = medallion(records, &graph_config, ctx);
+            // No sink commits an epoch the data-quality gate has not passed (bronze included,
+            // though none of its rows depend on the checks).
+            let positions = alluvium_engine::barrier::after(positions, outputs.dq.inner.clone());
             if let Some(l) = &lake {
                 let lake_err = |e: alluvium_engine::SinkError| e.to_string();
                 commit_sink(

@@ -63,6 +63,33 @@ fn gold_tables_in_the_warehouse_equal_the_expected() {
         serde_json::from_slice(&std::fs::read(dir.path().join("tables/state.json")).unwrap())
             .unwrap();
     assert_eq!(epoch.trim(), state["epoch"].to_string());
+    // dq.results, committed with the gold tables: the spec rules' failures add up to the
+    // quarantine counts, and the last orphan count is the sample's 47 of 300 orders.
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT sum(failed) FROM dq.results WHERE table_name = 'silver.orders' AND rule = 'json_parse'"
+        )
+        .trim(),
+        "12"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT checked || '/' || failed || '/' || passed FROM dq.results \
+             WHERE rule = 'orphan_orders' ORDER BY epoch DESC LIMIT 1"
+        )
+        .trim(),
+        "300/47/false"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) FROM dq.results WHERE rule = 'revenue_reconciles' AND NOT passed"
+        )
+        .trim(),
+        "0"
+    );
     // A rerun commits nothing new and changes nothing.
     let out = alluvium(run_args(&prefix, dir.path(), &url, &["--until-idle"]))
         .output()

@@ -1,39 +1,62 @@
 //! # alluvium-dq
 //!
-//! Data quality for pipelines on the Alluvium engine. A pipeline reports, for every record it
-//! checks, a [`Check`]: which table it was checked for, and each rule it failed. This crate
-//! turns those into [`DqResult`] rows — one per rule per table per epoch, the `dq.results`
-//! table of the medallion spec (§5) — with the severity and threshold of each rule.
+//! Data quality for any pipeline on the Alluvium engine: rules, their verdicts per epoch, and
+//! a gate that stops the pipeline before a failing epoch commits.
 //!
-//! Rules with thresholds that stop the pipeline, declarative rule sets and reports follow in
-//! a later issue; the counting here is already exact and epoch-aligned.
+//! ## The idea
+//!
+//! A rule judges rows, and a verdict is a number: how many of the rows checked in an epoch
+//! failed. What follows from a failure is the rule's [`Severity`] — `warn` counts it, `drop`
+//! quarantines the row under the rule's name, `fail` stops the pipeline — and its
+//! [`Threshold`], past which even a `warn` rule stops it ([`RuleDef`]). Each rule yields one
+//! [`DqResult`] per epoch: the `dq.results` table.
+//!
+//! Two kinds of rules:
+//! - **Row rules** ([`RowRules`]): `not_null`, `accepted_values`, `range`, `regex`,
+//!   `predicate` (any closure), `freshness`. The pipeline runs them where it has the row
+//!   ([`RowRules::check`]), quarantines what a `drop` rule rejects, and reports a [`Check`] per
+//!   row and per failure; [`dq_results`] adds the checks up per epoch.
+//! - **Collection rules** ([`unique`], [`referential`], [`reconcile`], [`volume`]): dataflow
+//!   operators over differential collections, maintained incrementally.
+//!
+//! All results go through [`gate`], which counts them into Prometheus metrics
+//! ([`metrics::dq_metrics`]) and fails the run on a stopping result while it still holds the
+//! epoch. Rules are declared in Rust (builders below) or in TOML ([`DqConfig`]).
+//!
+//! ```
+//! use alluvium_dq::{RowRule, RowRules, RuleDef, Severity, Threshold};
+//!
+//! struct Order { qty: i64 }
+//! let rules = RowRules::new("orders")
+//!     .with(RowRule::predicate(
+//!         RuleDef::new("orders", "positive_qty", Severity::Drop),
+//!         |o: &Order| o.qty > 0,
+//!     ))
+//!     .with(RowRule::predicate(
+//!         RuleDef::new("orders", "small_qty", Severity::Warn)
+//!             .with_threshold(Threshold::ratio(0.05)),
+//!         |o: &Order| o.qty < 100,
+//!     ));
+//! assert_eq!(rules.check(&Order { qty: 0 }).dropped_by, Some(0));
+//! assert_eq!(rules.check(&Order { qty: 500 }).failed, vec![1]);
+//! ```
 
 #![warn(missing_docs)]
 
-mod epoch_counts;
+mod collection_rules;
+mod config;
+mod counts;
+mod gate;
+pub mod metrics;
+mod result;
+mod row_results;
+mod row_rules;
+mod rule;
 
-pub use epoch_counts::{dq_results, Check, DqResult, RuleSet};
-
-/// What happens to a row that breaks a rule.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum Severity {
-    /// Count it, keep the row.
-    Warn,
-    /// Quarantine the row with the rule's name.
-    Drop,
-    /// Stop before the epoch commits.
-    Fail,
-}
-
-impl Severity {
-    /// `warn`, `drop` or `fail`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warn => "warn",
-            Severity::Drop => "drop",
-            Severity::Fail => "fail",
-        }
-    }
-}
+pub use collection_rules::{reconcile, referential, unique, volume};
+pub use config::{CheckKind, DqConfig, DqConfigError, RuleConfig};
+pub use gate::gate;
+pub use result::DqResult;
+pub use row_results::{dq_results, Check, RuleSet};
+pub use row_rules::{Fields, RowRule, RowRules, RowVerdict, Value};
+pub use rule::{RuleDef, Severity, Threshold};

@@ -41,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+pub mod barrier;
 pub mod demo;
 pub mod epoch;
 pub mod error;

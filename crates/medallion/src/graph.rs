@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use alluvium_connectors::kafka::KafkaRecord;
-use alluvium_dq::{dq_results, Check, RuleSet, Severity};
+use alluvium_dq::{dq_results, gate, reconcile, referential, Check, DqResult};
 use alluvium_engine::latest::latest_by_key;
 use alluvium_engine::left_join::left_join;
 use alluvium_engine::{Epoch, WorkerContext};
@@ -26,6 +26,7 @@ use timely::dataflow::operators::vec::Partition;
 use crate::codes::Currencies;
 use crate::customers::{self, Change};
 use crate::products::{self, ProductVersion};
+use crate::quality::{table_name, MedallionRules, CUSTOMERS, ORDERS, PRODUCTS};
 use crate::rows::*;
 use crate::time::day_of;
 
@@ -67,6 +68,8 @@ pub struct PipelineConfig {
     pub topics: Topics,
     /// Accepted currencies.
     pub currencies: Currencies,
+    /// The data-quality rules (built-in, with the rules file applied).
+    pub rules: Arc<MedallionRules>,
 }
 
 impl Default for PipelineConfig {
@@ -74,6 +77,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             topics: Topics::with_prefix(""),
             currencies: Currencies::default(),
+            rules: Arc::new(MedallionRules::default()),
         }
     }
 }
@@ -121,23 +125,74 @@ fn quarantine(source: &str, r: &KafkaRecord, rej: Rejection) -> Parsed {
     })
 }
 
-fn parse(r: KafkaRecord, config: &PipelineConfig) -> Option<Parsed> {
+/// A message a declared `drop` rule rejected, for the quarantine.
+fn dropped_by(source: &str, r: &KafkaRecord, key: &Text, rule: &str) -> Parsed {
+    let rejection = Rejection {
+        rule: "",
+        detail: format!("failed the data-quality rule `{rule}`"),
+        record_key: Some(key.to_string()),
+    };
+    match quarantine(source, r, rejection) {
+        Parsed::Quarantine(mut q) => {
+            q.rule = Text::from(rule);
+            Parsed::Quarantine(q)
+        }
+        other => other,
+    }
+}
+
+/// Parses and validates one record into `out`: the parsed record (or its quarantine row) and
+/// its `dq.results` checks — one per checked row, one per failed rule.
+fn parse_into(r: KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
+    let rules = &config.rules;
     let topics = &config.topics;
     let topic: &str = &r.topic;
     if topic == topics.orders {
-        Some(
-            match crate::orders::validate(r.payload.as_deref().unwrap_or(b""), &config.currencies) {
-                Ok(e) => Parsed::Order(e),
-                Err(rej) => quarantine("orders", &r, rej),
-            },
-        )
+        out.push(Parsed::Check(Check::row(table_name(ORDERS))));
+        match crate::orders::validate(r.payload.as_deref().unwrap_or(b""), &config.currencies) {
+            Ok(e) => {
+                let verdict = rules.orders.check(&e);
+                for &i in &verdict.failed {
+                    let name = &rules.orders.rules()[i].def.name;
+                    out.push(Parsed::Check(rules.failure(ORDERS, name)));
+                }
+                match verdict.dropped_by {
+                    Some(i) => {
+                        let name = &rules.orders.rules()[i].def.name;
+                        out.push(Parsed::Check(rules.failure(ORDERS, name)));
+                        out.push(dropped_by("orders", &r, &e.order_id, name));
+                    }
+                    None => out.push(Parsed::Order(e)),
+                }
+            }
+            Err(rej) => {
+                out.push(Parsed::Check(rules.failure(ORDERS, rej.rule)));
+                out.push(quarantine("orders", &r, rej));
+            }
+        }
     } else if topic == topics.products {
-        Some(
-            match products::validate(r.payload.as_deref().unwrap_or(b""), &config.currencies) {
-                Ok(v) => Parsed::Product(v),
-                Err(rej) => quarantine("products", &r, rej),
-            },
-        )
+        out.push(Parsed::Check(Check::row(table_name(PRODUCTS))));
+        match products::validate(r.payload.as_deref().unwrap_or(b""), &config.currencies) {
+            Ok(v) => {
+                let verdict = rules.products.check(&v.1);
+                for &i in &verdict.failed {
+                    let name = &rules.products.rules()[i].def.name;
+                    out.push(Parsed::Check(rules.failure(PRODUCTS, name)));
+                }
+                match verdict.dropped_by {
+                    Some(i) => {
+                        let name = &rules.products.rules()[i].def.name;
+                        out.push(Parsed::Check(rules.failure(PRODUCTS, name)));
+                        out.push(dropped_by("products", &r, &v.1.product_id, name));
+                    }
+                    None => out.push(Parsed::Product(v)),
+                }
+            }
+            Err(rej) => {
+                out.push(Parsed::Check(rules.failure(PRODUCTS, rej.rule)));
+                out.push(quarantine("products", &r, rej));
+            }
+        }
     } else if topic == topics.customers {
         match customers::parse(
             r.payload.as_deref(),
@@ -145,12 +200,26 @@ fn parse(r: KafkaRecord, config: &PipelineConfig) -> Option<Parsed> {
             r.partition,
             r.offset,
         ) {
-            Ok(Some(c)) => Some(Parsed::Customer(c)),
-            Ok(None) => None,
-            Err(rej) => Some(quarantine("customers", &r, rej)),
+            Ok(Some(c)) => {
+                out.push(Parsed::Check(Check::row(table_name(CUSTOMERS))));
+                if let Some(row) = &c.row {
+                    // Customers are never quarantined (spec §3.3): every failure only counts.
+                    let verdict = rules.customers.check(row);
+                    for &i in &verdict.failed {
+                        let name = &rules.customers.rules()[i].def.name;
+                        out.push(Parsed::Check(rules.failure(CUSTOMERS, name)));
+                    }
+                }
+                out.push(Parsed::Customer(c));
+            }
+            // A tombstone: nothing to check.
+            Ok(None) => {}
+            Err(rej) => {
+                out.push(Parsed::Check(Check::row(table_name(CUSTOMERS))));
+                out.push(Parsed::Check(rules.failure(CUSTOMERS, rej.rule)));
+                out.push(quarantine("customers", &r, rej));
+            }
         }
-    } else {
-        None
     }
 }
 
@@ -159,75 +228,6 @@ type LtvAggregate = (i64, i128, i64, i64);
 
 fn not_revenue(status: &str) -> bool {
     status == "cancelled" || status == "refunded"
-}
-
-/// The table a quarantine source's rules belong to.
-fn checked_table(source: &str) -> &'static str {
-    match source {
-        "orders" => "silver.orders",
-        "products" => "silver.products",
-        _ => "silver.customers",
-    }
-}
-
-/// The rules of spec §3 with their severities, for `dq.results`.
-pub fn rule_set() -> RuleSet {
-    let mut rules = RuleSet::default();
-    for r in crate::orders::RULES {
-        rules = rules.rule("silver.orders", r, Severity::Drop, None);
-    }
-    for r in products::RULES {
-        rules = rules.rule("silver.products", r, Severity::Drop, None);
-    }
-    rules
-        .rule("silver.customers", "invalid_change", Severity::Drop, None)
-        .rule("silver.customers", "valid_email", Severity::Warn, None)
-        .rule("silver.customers", "valid_country", Severity::Warn, None)
-}
-
-/// `^[^@\s]+@[^@\s]+\.[^@\s]+$`, without a regex engine.
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    let clean = |s: &str| !s.is_empty() && !s.contains('@') && !s.chars().any(char::is_whitespace);
-    if !clean(local) || !clean(domain) {
-        return false;
-    }
-    // `[^@\s]+\.[^@\s]+`: a dot with at least one character on each side.
-    domain
-        .char_indices()
-        .any(|(i, c)| c == '.' && i > 0 && i + 1 < domain.len())
-}
-
-/// The checks a parsed record contributes to `dq.results`.
-fn checks(p: &Parsed) -> Vec<Check> {
-    let checked = |t: &str| (t.to_string(), None);
-    match p {
-        Parsed::Order(_) => vec![checked("silver.orders")],
-        Parsed::Product(_) => vec![checked("silver.products")],
-        Parsed::Quarantine(q) => {
-            let t = checked_table(&q.source);
-            vec![checked(t), (t.to_string(), Some(q.rule.to_string()))]
-        }
-        Parsed::Check(_) => Vec::new(),
-        Parsed::Customer(c) => {
-            let mut out = vec![checked("silver.customers")];
-            if let Some(row) = &c.row {
-                if row.email.as_deref().is_some_and(|e| !valid_email(e)) {
-                    out.push(("silver.customers".into(), Some("valid_email".into())));
-                }
-                if row
-                    .country
-                    .as_deref()
-                    .is_some_and(|c| !crate::codes::is_country(c))
-                {
-                    out.push(("silver.customers".into(), Some("valid_country".into())));
-                }
-            }
-            out
-        }
-    }
 }
 
 /// Where a message came from, for bronze `_source`.
@@ -266,6 +266,10 @@ pub struct Outputs<'s> {
     pub quarantine: VecCollection<'s, Epoch, QuarantineRow>,
     /// `bronze.*` (append-only), one row per message.
     pub bronze: VecCollection<'s, Epoch, BronzeRow>,
+    /// Every `dq.results` row, after the gate (also in `tables`). A sink must not commit an
+    /// epoch before these have passed it: give its positions
+    /// [`alluvium_engine::barrier::after`] this stream.
+    pub dq: VecCollection<'s, Epoch, DqResult>,
 }
 
 /// Builds the graph over the records of the three topics.
@@ -297,11 +301,9 @@ pub fn medallion<'s>(
     // records of another.
     let mut parts = records
         .flat_map(move |r| {
-            let parsed = parse(r, &cfg);
-            let checks = parsed.as_ref().map(checks).unwrap_or_default();
-            parsed
-                .into_iter()
-                .chain(checks.into_iter().map(Parsed::Check))
+            let mut out = Vec::with_capacity(3);
+            parse_into(r, &cfg, &mut out);
+            out
         })
         .inner
         .partition(5, |(p, t, r)| (p.route(), (p, t, r)))
@@ -328,7 +330,7 @@ pub fn medallion<'s>(
             Parsed::Check(c) => Some(c),
             _ => None,
         }),
-        Arc::new(rule_set()),
+        Arc::new(config.rules.row_results.clone()),
     );
 
     // Silver orders: the valid event with the greatest (event_ts, event_id) per order.
@@ -541,6 +543,40 @@ pub fn medallion<'s>(
         .count()
         .map(|((source, rule), n)| TableRow::QuarantineCount(source, rule, n as i64));
 
+    // Collection rules over the live tables, then every result through the gate (which
+    // stops the run, before the epoch commits, on a failing `fail` rule).
+    let rules = &config.rules;
+    let (orphan_orders, _) = referential(
+        silver_orders
+            .clone()
+            .map(|o| (o.customer_id, o.order_id.clone())),
+        customers_now.clone().map(|c| c.customer_id),
+        rules.orphan_orders.clone(),
+    );
+    let (orphan_lines, _) = referential(
+        silver_items
+            .clone()
+            .map(|i| (i.product_id.clone(), (i.order_id.clone(), i.line_no))),
+        products.clone().map(|p| p.product_id.clone()),
+        rules.orphan_order_lines.clone(),
+    );
+    let revenue = reconcile(
+        daily_sales
+            .clone()
+            .map(|d| i64::try_from(d.revenue).unwrap_or(i64::MAX)),
+        facts
+            .clone()
+            .filter(|f| !not_revenue(&f.status))
+            .map(|f| f.line_total.0),
+        rules.revenue_reconciles.clone(),
+    );
+    let dq = gate(
+        dq.concat(orphan_orders)
+            .concat(orphan_lines)
+            .concat(revenue),
+        ctx,
+    );
+
     let tables = silver_orders
         .map(|r| TableRow::SilverOrder(Arc::new(r)))
         .concat(silver_items.map(|r| TableRow::SilverOrderItem(Arc::new(r))))
@@ -556,25 +592,11 @@ pub fn medallion<'s>(
         .concat(daily_sales.map(|r| TableRow::DailySales(Arc::new(r))))
         .concat(customer_ltv.map(|r| TableRow::CustomerLtv(Arc::new(r))))
         .concat(quarantine_counts)
-        .concat(dq.map(|r| TableRow::Dq(Arc::new(r))));
+        .concat(dq.clone().map(|r| TableRow::Dq(Arc::new(r))));
     Outputs {
         tables,
         quarantine: quarantine_rows,
         bronze,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_email;
-
-    #[test]
-    fn email_rule() {
-        assert!(valid_email("a@b.co"));
-        assert!(!valid_email("a@b"));
-        assert!(!valid_email("a b@c.d"));
-        assert!(!valid_email("a@@b.c"));
-        assert!(!valid_email("@b.c"));
-        assert!(!valid_email("a@.c") || valid_email("a@.c") == "a@.c".contains("@."));
+        dq,
     }
 }

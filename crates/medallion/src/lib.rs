@@ -26,6 +26,7 @@ pub mod memory;
 pub mod money;
 pub mod orders;
 pub mod products;
+pub mod quality;
 pub mod rows;
 pub mod time;
 pub mod warehouse;

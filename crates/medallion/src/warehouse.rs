@@ -102,6 +102,33 @@ pub fn gold_tables() -> Vec<PgTable> {
     ]
 }
 
+/// `dq.results`: append-only, one row per rule per table per epoch (never updated).
+pub fn dq_results_table() -> PgTable {
+    use PgType::*;
+    table(
+        "dq.results",
+        3,
+        &[
+            ("epoch", BigInt),
+            ("table_name", Text),
+            ("rule", Text),
+            ("severity", Text),
+            ("checked", BigInt),
+            ("failed", BigInt),
+            ("threshold", BigInt),
+            ("passed", Boolean),
+            ("evaluated_at", Timestamptz),
+        ],
+    )
+}
+
+/// Every table the pipeline keeps in the warehouse: the gold tables, then `dq.results`.
+pub fn warehouse_tables() -> Vec<PgTable> {
+    let mut tables = gold_tables();
+    tables.push(dq_results_table());
+    tables
+}
+
 fn t(v: &Text) -> PgValue {
     PgValue::Text(Some(v.to_string()))
 }
@@ -115,7 +142,8 @@ fn i(v: i64) -> PgValue {
     PgValue::Int(Some(v))
 }
 
-/// The warehouse row of a table row, `None` for rows that are not gold. A `dim_customers`
+/// The warehouse row of a table row (index into [`warehouse_tables`]), `None` for rows that
+/// are neither gold nor `dq.results`. A `dim_customers`
 /// version without `valid_from` (a change without `updated_at`) has no key and is skipped.
 pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
     Some(match row {
@@ -192,11 +220,25 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
                 s(format_ts(l.last_order_ts)),
             ],
         ),
+        TableRow::Dq(d) => (
+            5,
+            vec![
+                i(i64::try_from(d.epoch).unwrap_or(i64::MAX)),
+                s(d.table_name.clone()),
+                s(d.rule.clone()),
+                s(d.severity.as_str().to_owned()),
+                i(d.checked),
+                i(d.failed),
+                PgValue::Int(d.threshold),
+                PgValue::Bool(Some(d.passed)),
+                s(format_ts(d.evaluated_at)),
+            ],
+        ),
         _ => return None,
     })
 }
 
 /// The warehouse sink of the medallion pipeline.
 pub fn warehouse_sink(url: &str, pipeline: &str) -> PgSink<TableRow> {
-    PgSink::new(url, pipeline, gold_tables(), gold_row)
+    PgSink::new(url, pipeline, warehouse_tables(), gold_row)
 }

@@ -338,10 +338,12 @@ impl KafkaReader {
         let Some(next) = self.next[i] else { return };
         let id = &self.ids[i];
         tracing::warn!(partition = %id, offset, next, "the Kafka consumer rewound; skipping records already read");
-        if let Err(e) =
-            self.consumer
-                .seek(&id.topic, id.partition, Offset::Offset(next), Duration::ZERO)
-        {
+        if let Err(e) = self.consumer.seek(
+            &id.topic,
+            id.partition,
+            Offset::Offset(next),
+            Duration::ZERO,
+        ) {
             tracing::warn!(partition = %id, error = %e, "seeking past records already read failed; skipping them instead");
         }
     }
