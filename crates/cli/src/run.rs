@@ -94,6 +94,8 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         let mut registry = prometheus_client::registry::Registry::default();
         alluvium_engine::metrics::engine_metrics().register(&mut registry);
         alluvium_dq::metrics::dq_metrics().register(&mut registry);
+        alluvium_connectors::lake::metrics::lake_metrics().register(&mut registry);
+        alluvium_connectors::warehouse::warehouse_metrics().register(&mut registry);
         crate::metrics_http::serve_in_background(addr, std::sync::Arc::new(registry))?;
     }
     let state = args

@@ -111,7 +111,51 @@ fn the_pipeline_exports_engine_metrics() {
             [0.0],
             "{sink}: failures reported from zero"
         );
+        assert!(
+            samples(&text, "alluvium_sink_rows_total", sink)
+                .iter()
+                .sum::<f64>()
+                >= 1.0,
+            "{sink} staged rows:\n{text}"
+        );
     }
+    // What the lake wrote, per table, and what flowed out of the graph's stages.
+    for table in ["bronze.orders", "silver.quarantine"] {
+        let filter = format!("table=\"{table}\"");
+        for metric in [
+            "alluvium_lake_files_written_total",
+            "alluvium_lake_bytes_written_total",
+            "alluvium_lake_records_written_total",
+        ] {
+            assert!(
+                samples(&text, metric, &filter).iter().sum::<f64>() >= 1.0,
+                "{metric} {table}:\n{text}"
+            );
+        }
+    }
+    for stage in [
+        "records",
+        "silver.orders",
+        "gold.fact_order_items",
+        "silver.quarantine",
+    ] {
+        assert!(
+            samples(
+                &text,
+                "alluvium_stage_records_total",
+                &format!("stage=\"{stage}\"")
+            )
+            .iter()
+            .sum::<f64>()
+                >= 1.0,
+            "stage {stage}:\n{text}"
+        );
+    }
+    // Data-quality results of the epochs committed so far.
+    assert!(
+        !samples(&text, "alluvium_dq_last_checked", "table=\"silver.orders\"").is_empty(),
+        "{text}"
+    );
 }
 
 /// The sample names a scrape exports: every sample line, plus the names a registered family
@@ -157,6 +201,9 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
     load_sample(&prefix);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    let lake = dir.path().join("lake");
+    // The whole pipeline, lake and warehouse included: the dashboard shows their writes.
+    let warehouse = common::fresh_database(&unique("dashwh"));
     let run = serve(
         &[
             "run",
@@ -164,6 +211,10 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
             &prefix,
             "--state",
             state.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--warehouse-url",
+            &warehouse,
             "--metrics-listen",
             "127.0.0.1:0",
         ],
@@ -220,7 +271,8 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
             .output()
             .unwrap();
         if String::from_utf8_lossy(&out.stdout) == "202"
-            && scrape(&run.url).contains("alluvium_sink_commits_total")
+            && scrape(&run.url).contains("alluvium_warehouse_rows_total")
+            && scrape(&run.url).contains("alluvium_lake_bytes_written_total")
             && scrape(&run.url).contains("alluvium_source_lag{")
             && scrape(&cdc.url).contains("alluvium_cdc_events_total 1")
         {

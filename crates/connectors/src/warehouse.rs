@@ -471,9 +471,11 @@ impl PgCommitter {
             .transaction()
             .await
             .map_err(transient("starting the warehouse transaction"))?;
+        let mut written: Vec<(&str, u64, u64)> = Vec::with_capacity(self.tables.len());
         for (i, table) in self.tables.iter().enumerate() {
             let rows = staged.iter().flatten().filter(|(t, _, _)| *t as usize == i);
             let (deletes, upserts): (Vec<_>, Vec<_>) = rows.partition(|(_, _, d)| *d < 0);
+            written.push((&table.name, upserts.len() as u64, deletes.len() as u64));
             let cols = &table.columns;
             let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
             if !deletes.is_empty() {
@@ -554,6 +556,18 @@ impl PgCommitter {
         tx.commit()
             .await
             .map_err(transient("committing the warehouse transaction"))?;
+        let metrics = warehouse_metrics();
+        for (table, upserts, deletes) in written {
+            for (op, n) in [("upsert", upserts), ("delete", deletes)] {
+                metrics
+                    .rows
+                    .get_or_create(&WarehouseLabels {
+                        table: table.to_owned(),
+                        op,
+                    })
+                    .inc_by(n);
+            }
+        }
         Ok(())
     }
 }
@@ -578,4 +592,42 @@ impl SinkCommitter for PgCommitter {
         }
         result
     }
+}
+
+/// Labels of the warehouse's row counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct WarehouseLabels {
+    /// `schema.table`.
+    pub table: String,
+    /// `upsert` or `delete`.
+    pub op: &'static str,
+}
+
+/// The warehouse's write metrics (prefix `alluvium_warehouse_`).
+#[derive(Debug, Default)]
+pub struct WarehouseMetrics {
+    /// Rows upserted and deleted by committed transactions, per table.
+    pub rows: prometheus_client::metrics::family::Family<
+        WarehouseLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl WarehouseMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry
+            .sub_registry_with_prefix("alluvium_warehouse")
+            .register(
+                "rows",
+                "Rows upserted and deleted by committed warehouse transactions, per table",
+                self.rows.clone(),
+            );
+    }
+}
+
+/// The process's warehouse metrics.
+pub fn warehouse_metrics() -> &'static WarehouseMetrics {
+    static METRICS: std::sync::OnceLock<WarehouseMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(WarehouseMetrics::default)
 }

@@ -31,6 +31,13 @@ pub struct SinkLabels {
     pub sink: String,
 }
 
+/// Labels of a stage of a graph.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// The stage's name (`parsed`, `silver.orders`, ...).
+    pub stage: String,
+}
+
 /// The engine's metrics (cheap to clone: every family is shared).
 #[derive(Clone, Debug)]
 pub struct EngineMetrics {
@@ -51,6 +58,10 @@ pub struct EngineMetrics {
     pub commit_seconds: Family<SinkLabels, Histogram>,
     /// The last epoch committed, per sink.
     pub committed_epoch: Family<SinkLabels, Gauge>,
+    /// Row changes staged for commit, per sink (insertions and retractions).
+    pub sink_rows: Family<SinkLabels, Counter>,
+    /// Updates flowing out of a named stage of a graph ([`metered`]).
+    pub stage_records: Family<StageLabels, Counter>,
     /// Records read by every source of the process (not exported: progress reporting reads
     /// it; Prometheus sums the per-partition counters instead).
     pub records_read: Counter,
@@ -70,6 +81,8 @@ impl Default for EngineMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 17))
             }),
             committed_epoch: Family::default(),
+            sink_rows: Family::default(),
+            stage_records: Family::default(),
             records_read: Counter::default(),
         }
     }
@@ -119,7 +132,37 @@ impl EngineMetrics {
             "The last epoch committed, per sink",
             self.committed_epoch.clone(),
         );
+        r.register(
+            "sink_rows",
+            "Row changes (insertions and retractions) staged for commit, per sink",
+            self.sink_rows.clone(),
+        );
+        r.register(
+            "stage_records",
+            "Updates out of each named stage of the graph",
+            self.stage_records.clone(),
+        );
     }
+}
+
+/// Counts the updates of `collection` into `alluvium_stage_records_total{stage}`, one counter
+/// addition per batch (not per record), and passes the collection on unchanged.
+pub fn metered<'s, D>(
+    collection: differential_dataflow::collection::VecCollection<'s, crate::Epoch, D>,
+    stage: &str,
+) -> differential_dataflow::collection::VecCollection<'s, crate::Epoch, D>
+where
+    D: Clone + 'static,
+{
+    let counter = engine_metrics()
+        .stage_records
+        .get_or_create(&StageLabels {
+            stage: stage.to_owned(),
+        })
+        .clone();
+    collection.inspect_batch(move |_time, batch| {
+        counter.inc_by(batch.len() as u64);
+    })
 }
 
 /// The process's engine metrics.

@@ -185,6 +185,10 @@ where
 
     // Stage: per worker, buffer updates by epoch until the frontier passes it.
     let stage_ctx = ctx.clone();
+    let staged_rows = crate::metrics::engine_metrics()
+        .sink_rows
+        .get_or_create(&crate::metrics::SinkLabels { sink: name.clone() })
+        .clone();
     let stage_name = name.clone();
     let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> = collection
         .inner
@@ -242,6 +246,7 @@ where
                         if updates.is_empty() {
                             continue;
                         }
+                        staged_rows.inc_by(updates.len() as u64);
                         match writer.stage(epoch, updates) {
                             Ok(Some(piece)) => {
                                 crate::failpoint::hit("after_stage", &stage_name);

@@ -296,6 +296,7 @@ pub fn medallion<'s>(
             (row, epoch, diff)
         })
         .as_collection();
+    let records = alluvium_engine::metrics::metered(records, "records");
     let cfg = config.clone();
     // Parse once, then route each kind to its own stream: no branch sees (or clones) the
     // records of another.
@@ -577,22 +578,25 @@ pub fn medallion<'s>(
         ctx,
     );
 
-    let tables = silver_orders
+    // Every table's changes are counted per stage (`alluvium_stage_records_total`).
+    use alluvium_engine::metrics::metered as m;
+    let tables = m(silver_orders, "silver.orders")
         .map(|r| TableRow::SilverOrder(Arc::new(r)))
-        .concat(silver_items.map(|r| TableRow::SilverOrderItem(Arc::new(r))))
         .concat(
-            products
-                .clone()
-                .map(|r| TableRow::SilverProduct(Arc::new(r))),
+            m(silver_items, "silver.order_items").map(|r| TableRow::SilverOrderItem(Arc::new(r))),
+        )
+        .concat(
+            m(products.clone(), "silver.products").map(|r| TableRow::SilverProduct(Arc::new(r))),
         )
         .concat(products.map(|r| TableRow::DimProduct(Arc::new(r))))
-        .concat(customers_now.map(|r| TableRow::SilverCustomer(Arc::new(r))))
-        .concat(dim_customers.map(|r| TableRow::DimCustomer(Arc::new(r))))
-        .concat(facts.map(|r| TableRow::Fact(Arc::new(r))))
-        .concat(daily_sales.map(|r| TableRow::DailySales(Arc::new(r))))
-        .concat(customer_ltv.map(|r| TableRow::CustomerLtv(Arc::new(r))))
+        .concat(m(customers_now, "silver.customers").map(|r| TableRow::SilverCustomer(Arc::new(r))))
+        .concat(m(dim_customers, "gold.dim_customers").map(|r| TableRow::DimCustomer(Arc::new(r))))
+        .concat(m(facts, "gold.fact_order_items").map(|r| TableRow::Fact(Arc::new(r))))
+        .concat(m(daily_sales, "gold.daily_sales").map(|r| TableRow::DailySales(Arc::new(r))))
+        .concat(m(customer_ltv, "gold.customer_ltv").map(|r| TableRow::CustomerLtv(Arc::new(r))))
         .concat(quarantine_counts)
         .concat(dq.clone().map(|r| TableRow::Dq(Arc::new(r))));
+    let quarantine_rows = m(quarantine_rows, "silver.quarantine");
     Outputs {
         tables,
         quarantine: quarantine_rows,

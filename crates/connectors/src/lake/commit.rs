@@ -296,6 +296,7 @@ pub async fn commit_snapshot(
     // 2. The new files.
     let added_files = change.added.len() as u64;
     let added_records: u64 = change.added.iter().map(|f| f.record_count()).sum();
+    let added_bytes: u64 = change.added.iter().map(|f| f.file_size_in_bytes()).sum();
     if !change.added.is_empty() {
         let output = file_io
             .new_output(manifest_path())
@@ -406,6 +407,7 @@ pub async fn commit_snapshot(
     // 4. Compare-and-swap the catalog row.
     let new_location = new_location.to_string();
     swap_metadata_location(config, pool, table, &current_location, &new_location).await?;
+    super::metrics::lake_metrics().committed(&name, added_files, added_bytes, added_records);
     Table::builder()
         .metadata(new_metadata)
         .metadata_location(new_location)

@@ -23,6 +23,7 @@
 pub mod commit;
 mod config;
 pub mod maintain;
+pub mod metrics;
 pub mod read;
 pub mod sink;
 pub mod table;
@@ -75,6 +76,17 @@ pub enum LakeError {
         found: u64,
         /// The epoch this writer tried to commit.
         epoch: u64,
+    },
+    /// A table was committed to between this run's resume plan and its committer's start:
+    /// another instance of the pipeline is writing it.
+    #[error("table {table} moved from epoch {planned:?} to {found:?} after this run planned its resume: another pipeline instance is writing it (fenced)")]
+    MovedSincePlan {
+        /// The table.
+        table: String,
+        /// The last epoch the plan saw.
+        planned: Option<u64>,
+        /// The last epoch found when the committer started.
+        found: Option<u64>,
     },
 }
 

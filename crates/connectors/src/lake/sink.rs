@@ -40,6 +40,10 @@ pub struct IcebergSink<D> {
     config: Arc<LakeConfig>,
     tables: Arc<Vec<TableDef>>,
     mapper: LakeRowMapper<D>,
+    /// Each table's last epoch as first reported by [`IcebergSink::table_checkpoints`] — what
+    /// the run's resume plan was built from. The committer refuses to start on tables that
+    /// moved since: another instance committed to them.
+    planned: Arc<std::sync::Mutex<Option<Vec<Option<Epoch>>>>>,
     _rows: PhantomData<fn() -> D>,
 }
 
@@ -49,6 +53,7 @@ impl<D> Clone for IcebergSink<D> {
             config: self.config.clone(),
             tables: self.tables.clone(),
             mapper: self.mapper.clone(),
+            planned: self.planned.clone(),
             _rows: PhantomData,
         }
     }
@@ -82,6 +87,7 @@ impl<D> IcebergSink<D> {
             config: Arc::new(config),
             tables: Arc::new(tables),
             mapper: Arc::new(mapper),
+            planned: Arc::new(std::sync::Mutex::new(None)),
             _rows: PhantomData,
         })
     }
@@ -103,6 +109,11 @@ impl<D> IcebergSink<D> {
             for def in self.tables.iter() {
                 let table = ensure_table(&catalog, def).await?;
                 out.push(last_commit(&table)?);
+            }
+            if let Ok(mut planned) = self.planned.lock() {
+                planned.get_or_insert_with(|| {
+                    out.iter().map(|c| c.as_ref().map(|c| c.epoch)).collect()
+                });
             }
             Ok(out)
         })
@@ -733,6 +744,20 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
             .iter()
             .map(|t| last_commit(&t.table).map(|c| c.map(|c| c.epoch)))
             .collect::<Result<Vec<_>, _>>()?;
+        // Tables that moved between the plan and now were committed to by another instance:
+        // committing on top would write this run's epochs twice (its plan never saw theirs).
+        if let Some(planned) = self.planned.lock().ok().and_then(|p| p.clone()) {
+            for ((def, planned), found) in self.tables.iter().zip(planned).zip(&last_epoch) {
+                if planned != *found {
+                    return Err(LakeError::MovedSincePlan {
+                        table: def.qualified_name(),
+                        planned,
+                        found: *found,
+                    }
+                    .into());
+                }
+            }
+        }
         Ok(IcebergCommitter {
             config: self.config.clone(),
             rt: Arc::new(rt),
