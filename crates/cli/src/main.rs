@@ -10,6 +10,7 @@ mod ingest;
 mod keyed_stats;
 mod lake;
 mod metrics_http;
+mod private_pg;
 mod produce;
 mod progress;
 mod run;
@@ -80,8 +81,9 @@ fn main() {
     tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx=warn,tokio_postgres=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

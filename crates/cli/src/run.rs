@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use alluvium_connectors::kafka::{kafka_source, KafkaConfig};
 use alluvium_engine::sinks::file::FileSink;
-use alluvium_engine::{commit_sink, execute, Rehydration, ResumePlan, Sink, SourceOptions};
+use alluvium_engine::{execute, Rehydration, ResumePlan, SourceOptions};
 use alluvium_medallion::codes::Currencies;
 use alluvium_medallion::lake::LakeSinks;
 use alluvium_medallion::quality::MedallionRules;
+use alluvium_medallion::sinks::PipelineSinks;
 use alluvium_medallion::warehouse::warehouse_sink;
 use alluvium_medallion::{medallion, PipelineConfig, TableRow, Topics};
 use anyhow::{Context, Result};
@@ -160,26 +161,21 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         }
         Some(_) => None,
     };
-    let mut checkpoints = Vec::new();
-    if let Some(s) = &sink {
-        checkpoints.push(s.checkpoint().context("reading the tables' checkpoint")?);
-    }
-    if let Some(w) = &warehouse {
-        checkpoints.push(w.checkpoint().context("reading the warehouse checkpoint")?);
-    }
-    if let Some(l) = &lake {
-        // Each table is its own checkpoint: tables a crash left at different epochs each get
-        // exactly the epochs they miss.
-        checkpoints.extend(l.tables.table_checkpoints()?);
-        checkpoints.extend(l.quarantine.table_checkpoints()?);
-        checkpoints.extend(l.bronze.table_checkpoints()?);
-    }
+    let sinks = PipelineSinks {
+        table: sink.clone(),
+        lake,
+        warehouse,
+    };
     // Sinks at different checkpoints (a crash between their commits) each get exactly the
     // epochs they miss: every checkpoint becomes a replay boundary.
-    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
+    let plan = ResumePlan::from_checkpoints(
+        sinks
+            .checkpoints()
+            .context("reading the sinks' checkpoints")?,
+        Rehydration::FromStart,
+    );
     let topics = config.topics.all();
-    let table = sink.clone();
-    let lake_config = lake.as_ref().map(|l| l.config().clone());
+    let lake_config = sinks.lake.as_ref().map(|l| l.config().clone());
     let graph_config = config.clone();
     execute(&cluster, move |worker, ctx| {
         let probe = ProbeHandle::new();
@@ -194,55 +190,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
                 Some(probe.clone()),
             );
             let outputs = medallion(records, &graph_config, ctx);
-            // No sink commits an epoch the data-quality gate has not passed (bronze included,
-            // though none of its rows depend on the checks).
-            let positions = alluvium_engine::barrier::after(positions, outputs.dq.inner.clone());
-            if let Some(l) = &lake {
-                let lake_err = |e: alluvium_engine::SinkError| e.to_string();
-                commit_sink(
-                    outputs.tables.clone(),
-                    positions.clone(),
-                    &l.tables,
-                    &plan,
-                    ctx,
-                    &probe,
-                )
-                .map_err(lake_err)?;
-                commit_sink(
-                    outputs.quarantine.clone(),
-                    positions.clone(),
-                    &l.quarantine,
-                    &plan,
-                    ctx,
-                    &probe,
-                )
-                .map_err(lake_err)?;
-                commit_sink(
-                    outputs.bronze.clone(),
-                    positions.clone(),
-                    &l.bronze,
-                    &plan,
-                    ctx,
-                    &probe,
-                )
-                .map_err(lake_err)?;
-            }
-            if let Some(w) = &warehouse {
-                commit_sink(
-                    outputs.tables.clone(),
-                    positions.clone(),
-                    w,
-                    &plan,
-                    ctx,
-                    &probe,
-                )
-                .map_err(|e| e.to_string())?;
-            }
-            if let Some(table) = &table {
-                commit_sink(outputs.tables, positions, table, &plan, ctx, &probe)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
+            sinks.attach(outputs, positions, &plan, ctx, &probe)
         })
     })?;
     if let Some(p) = progress {

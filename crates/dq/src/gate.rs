@@ -40,8 +40,11 @@ pub fn gate<'s>(
                                             "data quality: {result}; epoch {} is not committed",
                                             result.epoch
                                         ));
+                                    } else if !result.passed && result.threshold.is_some() {
+                                        // Past a threshold that only reports: worth a look.
+                                        tracing::warn!(%result, "data-quality rule past its threshold");
                                     } else if !result.passed {
-                                        tracing::warn!(%result, "data-quality rule did not pass");
+                                        tracing::debug!(%result, "data-quality rule found failures");
                                     }
                                 }
                                 session.give((result, time, diff));

@@ -28,6 +28,7 @@ pub mod orders;
 pub mod products;
 pub mod quality;
 pub mod rows;
+pub mod sinks;
 pub mod time;
 pub mod warehouse;
 

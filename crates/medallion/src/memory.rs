@@ -141,3 +141,56 @@ pub fn run_into<S: Sink<TableRow>>(
     })?;
     Ok(())
 }
+
+/// Runs the pipeline over `logs` until they are drained into every sink of `sinks` (file
+/// tables, lake, warehouse), resuming from their checkpoints.
+pub fn run_with_sinks(
+    logs: &[MemoryLog<KafkaRecord>],
+    sinks: crate::sinks::PipelineSinks,
+    workers: usize,
+    epoch_records: usize,
+    config: &PipelineConfig,
+) -> Result<(), EngineError> {
+    let checkpoints = sinks.checkpoints().map_err(|e| EngineError::Worker {
+        worker: 0,
+        message: e.to_string(),
+    })?;
+    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
+    let options = SourceOptions {
+        epochs: EpochPolicy {
+            max_records: epoch_records.max(1),
+            max_duration: std::time::Duration::from_secs(3600),
+            max_inflight_epochs: 4,
+        },
+        mode: RunMode::UntilIdle { idle_timeout: None },
+        batch: epoch_records.clamp(64, 64 * 1024),
+    };
+    let logs = logs.to_vec();
+    let config = config.clone();
+    execute(&ClusterConfig::single(workers), move |worker, ctx| {
+        let probe = ProbeHandle::new();
+        worker.dataflow(|scope| {
+            let mut records = Vec::new();
+            let mut positions = Vec::new();
+            for log in &logs {
+                let (r, p) = partitioned_source(
+                    scope,
+                    &log.topic,
+                    ctx,
+                    &options,
+                    &plan,
+                    Some(probe.clone()),
+                    |src| Ok(log.reader(src.worker.index, src.worker.peers, &plan)),
+                );
+                records.push(r);
+                positions.push(p);
+            }
+            let records = differential_dataflow::collection::concatenate(scope, records);
+            let positions =
+                timely::dataflow::operators::Concatenate::concatenate(&scope, positions);
+            let outputs = medallion(records, &config, ctx);
+            sinks.attach(outputs, positions, &plan, ctx, &probe)
+        })
+    })?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Where the pipeline's outputs go, whatever the source: the file tables, the Iceberg lake and
+//! the PostgreSQL warehouse, each committed per epoch through the engine's commit protocol.
+//!
+//! `alluvium run` (Kafka), the in-memory runner and the demo attach the same sinks the same
+//! way: [`PipelineSinks::checkpoints`] for the resume plan, then [`PipelineSinks::attach`] in
+//! every worker's dataflow. Every sink's positions wait for the data-quality gate
+//! ([`alluvium_engine::barrier::after`]), so an epoch a rule refuses is committed nowhere.
+
+use alluvium_connectors::warehouse::PgSink;
+use alluvium_engine::sinks::file::FileSink;
+use alluvium_engine::{commit_sink, Checkpoint, Epoch, ResumePlan, Sink, SinkError, WorkerContext};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::StreamVec;
+
+use crate::graph::Outputs;
+use crate::lake::LakeSinks;
+use crate::rows::TableRow;
+
+/// The sinks of one run (any of them optional).
+#[derive(Default)]
+pub struct PipelineSinks {
+    /// Every silver/gold table, the quarantine counts and `dq.results` in a file table.
+    pub table: Option<FileSink<TableRow>>,
+    /// The Iceberg lake (silver/gold/dq, quarantine, bronze).
+    pub lake: Option<LakeSinks>,
+    /// The PostgreSQL warehouse (gold tables and `dq.results`).
+    pub warehouse: Option<PgSink<TableRow>>,
+}
+
+impl PipelineSinks {
+    /// Every sink's checkpoint (each lake table its own): give them all to
+    /// [`ResumePlan::from_checkpoints`], so sinks left at different epochs by a crash each get
+    /// exactly the epochs they miss.
+    pub fn checkpoints(&self) -> Result<Vec<Option<Checkpoint>>, SinkError> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.table {
+            out.push(t.checkpoint()?);
+        }
+        if let Some(w) = &self.warehouse {
+            out.push(w.checkpoint()?);
+        }
+        if let Some(l) = &self.lake {
+            out.extend(l.tables.table_checkpoints()?);
+            out.extend(l.quarantine.table_checkpoints()?);
+            out.extend(l.bronze.table_checkpoints()?);
+        }
+        Ok(out)
+    }
+
+    /// Attaches every sink to the graph's `outputs`, committing with the sources'
+    /// `positions` once the data-quality gate has passed each epoch.
+    pub fn attach<'s>(
+        &self,
+        outputs: Outputs<'s>,
+        positions: StreamVec<'s, Epoch, alluvium_engine::PositionUpdate>,
+        plan: &ResumePlan,
+        ctx: &WorkerContext,
+        probe: &ProbeHandle<Epoch>,
+    ) -> Result<(), String> {
+        let err = |e: SinkError| e.to_string();
+        // No sink commits an epoch the data-quality gate has not passed (bronze included,
+        // though none of its rows depend on the checks).
+        let positions = alluvium_engine::barrier::after(positions, outputs.dq.inner.clone());
+        if let Some(l) = &self.lake {
+            commit_sink(
+                outputs.tables.clone(),
+                positions.clone(),
+                &l.tables,
+                plan,
+                ctx,
+                probe,
+            )
+            .map_err(err)?;
+            commit_sink(
+                outputs.quarantine.clone(),
+                positions.clone(),
+                &l.quarantine,
+                plan,
+                ctx,
+                probe,
+            )
+            .map_err(err)?;
+            commit_sink(
+                outputs.bronze.clone(),
+                positions.clone(),
+                &l.bronze,
+                plan,
+                ctx,
+                probe,
+            )
+            .map_err(err)?;
+        }
+        if let Some(w) = &self.warehouse {
+            commit_sink(
+                outputs.tables.clone(),
+                positions.clone(),
+                w,
+                plan,
+                ctx,
+                probe,
+            )
+            .map_err(err)?;
+        }
+        if let Some(t) = &self.table {
+            commit_sink(outputs.tables, positions, t, plan, ctx, probe).map_err(err)?;
+        }
+        Ok(())
+    }
+}
