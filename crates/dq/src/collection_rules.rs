@@ -48,8 +48,8 @@ fn running_totals<'s>(
                 sums.get(&Total::Checked).copied().unwrap_or(0),
                 sums.get(&Total::Failed).copied().unwrap_or(0),
             );
-            checked += dc;
-            failed += df;
+            checked = checked.wrapping_add(dc);
+            failed = failed.wrapping_add(df);
             let (c, f) = verdict(checked, failed);
             out.push(def.result(epoch, c, f, now_micros()));
         },
@@ -96,7 +96,9 @@ where
 
 /// `reconcile`: two sums over live collections are equal (e.g. revenue in a summary table
 /// and in the facts it summarises). `left` and `right` hold the summed values, one record per
-/// live row. The result has `checked = 1` and `failed = 1` while the sums differ.
+/// live row. The result has `checked = 1` and `failed = 1` while the sums differ. Sums wrap
+/// (they are compared modulo 2^64), so huge values never overflow; map wider values with a
+/// truncating `as i64` on both sides.
 pub fn reconcile<'s>(
     left: VecCollection<'s, Epoch, i64>,
     right: VecCollection<'s, Epoch, i64>,

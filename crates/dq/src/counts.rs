@@ -57,7 +57,10 @@ where
                                 .entry(time)
                                 .or_insert_with(|| (cap.delayed(&time, 0), HashMap::new()))
                                 .1;
-                            *sums.entry(key).or_default() += weight * diff as i64;
+                            // Wrapping: sums of large values (money in cents) must never panic;
+                            // rules compare them modulo 2^64, consistently on every side.
+                            let sum = sums.entry(key).or_default();
+                            *sum = sum.wrapping_add(weight.wrapping_mul(diff as i64));
                         }
                     }
                 });
@@ -88,7 +91,8 @@ where
                             .1;
                         for batch in data {
                             for (key, sum) in batch.drain(..) {
-                                *sums.entry(key).or_default() += sum;
+                                let total = sums.entry(key).or_default();
+                                *total = total.wrapping_add(sum);
                             }
                         }
                     });

@@ -196,3 +196,40 @@ fn row_checks_add_up_per_epoch_with_thresholds() {
     expected.sort();
     assert_eq!(summary(&results), expected);
 }
+
+#[test]
+fn reconciling_huge_sums_never_overflows() {
+    let results: Results = Arc::new(Mutex::new(Vec::new()));
+    let r = results.clone();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let mut left = InputSession::<Epoch, i64, isize>::new();
+        let mut right = InputSession::<Epoch, i64, isize>::new();
+        let r = r.clone();
+        worker.dataflow(|scope| {
+            reconcile(
+                left.to_collection(scope),
+                right.to_collection(scope),
+                RuleDef::new("sales", "reconciles", Severity::Fail),
+            )
+            .inspect(move |(result, _, _)| r.lock().unwrap().push(result.clone()));
+        });
+        // Each worker adds two values near i64::MAX to each side: the sums overflow i64.
+        for _ in 0..2 {
+            left.insert(i64::MAX - 1);
+            right.insert(i64::MAX - 1);
+        }
+        left.advance_to(1);
+        right.advance_to(1);
+        // Epoch 1: the sides differ by one.
+        if worker.index() == 0 {
+            right.insert(1);
+        }
+    })
+    .unwrap();
+    let mut expected = vec![
+        (0, "sales".into(), "reconciles".into(), 1, 0, true, false),
+        (1, "sales".into(), "reconciles".into(), 1, 1, false, true),
+    ];
+    expected.sort();
+    assert_eq!(summary(&results), expected);
+}
