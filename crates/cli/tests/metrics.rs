@@ -96,6 +96,22 @@ fn the_pipeline_exports_engine_metrics() {
     assert!(lags.iter().all(|l| *l >= 0.0), "lags {lags:?}");
     assert!(samples(&text, "alluvium_epochs_closed_total", "").is_empty());
     assert!(text.contains("alluvium_epochs_closed_total "), "{text}");
+    // One duration sample per closed epoch (a scrape may fall between a source's two
+    // updates, once per worker).
+    let closed: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("alluvium_epochs_closed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let durations: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("alluvium_epoch_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0);
+    assert!(
+        closed >= 1.0 && (closed - durations).abs() <= 2.0,
+        "{closed} epochs, {durations} durations"
+    );
     // Every lake sink committed and timed its commits.
     for sink in SINKS {
         let commits = samples(&text, "alluvium_sink_commits_total", sink);

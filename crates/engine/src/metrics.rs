@@ -50,6 +50,8 @@ pub struct EngineMetrics {
     pub source_lag: Family<PartitionLabels, Gauge>,
     /// Live epochs closed by the sources (summed over workers).
     pub epochs_closed: Counter,
+    /// How long each live epoch stayed open on a source (its duration), per worker source.
+    pub epoch_seconds: Histogram,
     /// Epochs committed, per sink.
     pub commits: Family<SinkLabels, Counter>,
     /// Commits that failed for good, per sink.
@@ -74,6 +76,8 @@ impl Default for EngineMetrics {
             source_position: Family::default(),
             source_lag: Family::default(),
             epochs_closed: Counter::default(),
+            // 1 ms .. ~65 s
+            epoch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             commits: Family::default(),
             commit_failures: Family::default(),
             commit_seconds: Family::new_with_constructor(|| {
@@ -111,6 +115,11 @@ impl EngineMetrics {
             "epochs_closed",
             "Live epochs closed by the sources (all workers)",
             self.epochs_closed.clone(),
+        );
+        r.register(
+            "epoch_seconds",
+            "How long each live epoch stayed open on a source (epoch duration)",
+            self.epoch_seconds.clone(),
         );
         r.register(
             "sink_commits",

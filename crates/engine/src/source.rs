@@ -219,6 +219,8 @@ struct Driver<R: PartitionReader> {
     closed: VecDeque<Epoch>,
     live: Vec<R::Record>,
     last_record: Instant,
+    /// When the open live epoch began (closed epochs' durations go to the metrics).
+    epoch_opened: Instant,
     /// Per partition: its records counter and position gauge (looked up once).
     counters: Vec<(
         prometheus_client::metrics::counter::Counter,
@@ -308,6 +310,7 @@ impl<R: PartitionReader> Driver<R> {
             closed: VecDeque::new(),
             live: Vec::new(),
             last_record: Instant::now(),
+            epoch_opened: Instant::now(),
         }
     }
 
@@ -476,7 +479,12 @@ impl<R: PartitionReader> Driver<R> {
     }
 
     fn close_epoch(&mut self, pos: &mut PosSession<'_>) {
-        crate::metrics::engine_metrics().epochs_closed.inc();
+        let metrics = crate::metrics::engine_metrics();
+        metrics.epochs_closed.inc();
+        metrics
+            .epoch_seconds
+            .observe(self.epoch_opened.elapsed().as_secs_f64());
+        self.epoch_opened = Instant::now();
         let mut session = pos.session(&self.pos_cap);
         for i in 0..self.partitions.len() {
             let at = self.next[i].max(self.reader.position(i));
