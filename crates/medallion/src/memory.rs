@@ -100,46 +100,18 @@ pub fn run_into<S: Sink<TableRow>>(
         worker: 0,
         message: e.to_string(),
     })?;
-    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart);
-    let options = SourceOptions {
-        epochs: EpochPolicy {
-            max_records: epoch_records.max(1),
-            max_duration: std::time::Duration::from_secs(3600),
-            max_inflight_epochs: 4,
-        },
-        mode: RunMode::UntilIdle { idle_timeout: None },
-        batch: epoch_records.clamp(64, 64 * 1024),
-    };
-    let logs = logs.to_vec();
-    let config = config.clone();
     let table = sink.clone();
-    execute(&ClusterConfig::single(workers), move |worker, ctx| {
-        let probe = ProbeHandle::new();
-        worker.dataflow(|scope| {
-            let mut records = Vec::new();
-            let mut positions = Vec::new();
-            for log in &logs {
-                let (r, p) = partitioned_source(
-                    scope,
-                    &log.topic,
-                    ctx,
-                    &options,
-                    &plan,
-                    Some(probe.clone()),
-                    |src| Ok(log.reader(src.worker.index, src.worker.peers, &plan)),
-                );
-                records.push(r);
-                positions.push(p);
-            }
-            let records = differential_dataflow::collection::concatenate(scope, records);
-            let positions =
-                timely::dataflow::operators::Concatenate::concatenate(&scope, positions);
-            let outputs = medallion(records, &config, ctx);
-            commit_sink(outputs.tables, positions, &table, &plan, ctx, &probe)
+    run_graph(
+        logs,
+        vec![checkpoint],
+        workers,
+        epoch_records,
+        config,
+        move |outputs, positions, plan, ctx, probe| {
+            commit_sink(outputs.tables, positions, &table, plan, ctx, probe)
                 .map_err(|e| e.to_string())
-        })
-    })?;
-    Ok(())
+        },
+    )
 }
 
 /// Runs the pipeline over `logs` until they are drained into every sink of `sinks` (file
@@ -155,6 +127,40 @@ pub fn run_with_sinks(
         worker: 0,
         message: e.to_string(),
     })?;
+    run_graph(
+        logs,
+        checkpoints,
+        workers,
+        epoch_records,
+        config,
+        move |outputs, positions, plan, ctx, probe| {
+            sinks.attach(outputs, positions, plan, ctx, probe)
+        },
+    )
+}
+
+/// The graph over the in-memory `logs` (read until drained, resuming from `checkpoints`),
+/// its outputs handed to `attach` on every worker.
+fn run_graph<A>(
+    logs: &[MemoryLog<KafkaRecord>],
+    checkpoints: Vec<Option<alluvium_engine::Checkpoint>>,
+    workers: usize,
+    epoch_records: usize,
+    config: &PipelineConfig,
+    attach: A,
+) -> Result<(), EngineError>
+where
+    A: for<'s> Fn(
+            crate::graph::Outputs<'s>,
+            timely::dataflow::StreamVec<'s, alluvium_engine::Epoch, alluvium_engine::PositionUpdate>,
+            &ResumePlan,
+            &alluvium_engine::WorkerContext,
+            &ProbeHandle<alluvium_engine::Epoch>,
+        ) -> Result<(), String>
+        + Send
+        + Sync
+        + 'static,
+{
     let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
     let options = SourceOptions {
         epochs: EpochPolicy {
@@ -189,7 +195,7 @@ pub fn run_with_sinks(
             let positions =
                 timely::dataflow::operators::Concatenate::concatenate(&scope, positions);
             let outputs = medallion(records, &config, ctx);
-            sinks.attach(outputs, positions, &plan, ctx, &probe)
+            attach(outputs, positions, &plan, ctx, &probe)
         })
     })?;
     Ok(())
