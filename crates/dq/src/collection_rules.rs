@@ -94,6 +94,25 @@ where
     (running_totals(weights, def, |c, f| (c, f)), orphans)
 }
 
+/// A row predicate over the *live* collection: `checked` = live rows, `failed` = live rows
+/// for which `passes` is false. Costs no arrangement (a map and per-epoch sums), so it is the
+/// cheap way to state a rule over rows an upstream join already judged (e.g. lines whose
+/// product lookup found nothing).
+pub fn live_predicate<'s, D>(
+    rows: VecCollection<'s, Epoch, D>,
+    def: RuleDef,
+    passes: impl Fn(&D) -> bool + 'static,
+) -> VecCollection<'s, Epoch, DqResult>
+where
+    D: Clone + 'static,
+{
+    let weights = rows.flat_map(move |row| {
+        let failed = (!passes(&row)).then_some((Total::Failed, 1i64));
+        std::iter::once((Total::Checked, 1i64)).chain(failed)
+    });
+    running_totals(weights, def, |c, f| (c, f))
+}
+
 /// `reconcile`: two sums over live collections are equal (e.g. revenue in a summary table
 /// and in the facts it summarises). `left` and `right` hold the summed values, one record per
 /// live row. The result has `checked = 1` and `failed = 1` while the sums differ. Sums wrap

@@ -16,8 +16,9 @@
 //!   `predicate` (any closure), `freshness`. The pipeline runs them where it has the row
 //!   ([`RowRules::check`]), quarantines what a `drop` rule rejects, and reports a [`Check`] per
 //!   row and per failure; [`dq_results`] adds the checks up per epoch.
-//! - **Collection rules** ([`unique`], [`referential`], [`reconcile`], [`volume`]): dataflow
-//!   operators over differential collections, maintained incrementally.
+//! - **Collection rules** ([`unique`], [`referential`], [`reconcile`], [`volume`],
+//!   [`live_predicate`]): dataflow operators over differential collections, maintained
+//!   incrementally.
 //!
 //! All results go through [`gate`], which counts them into Prometheus metrics
 //! ([`metrics::dq_metrics`]) and fails the run on a stopping result while it still holds the
@@ -53,7 +54,7 @@ mod row_results;
 mod row_rules;
 mod rule;
 
-pub use collection_rules::{reconcile, referential, unique, volume};
+pub use collection_rules::{live_predicate, reconcile, referential, unique, volume};
 pub use config::{CheckKind, DqConfig, DqConfigError, RuleConfig};
 pub use gate::gate;
 pub use result::DqResult;

@@ -233,3 +233,39 @@ fn reconciling_huge_sums_never_overflows() {
     expected.sort();
     assert_eq!(summary(&results), expected);
 }
+
+#[test]
+fn live_predicate_follows_insertions_and_retractions() {
+    let results: Results = Arc::new(Mutex::new(Vec::new()));
+    let r = results.clone();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let mut rows = InputSession::<Epoch, i64, isize>::new();
+        let r = r.clone();
+        worker.dataflow(|scope| {
+            alluvium_dq::live_predicate(
+                rows.to_collection(scope),
+                RuleDef::new("facts", "positive", Severity::Warn),
+                |v: &i64| *v > 0,
+            )
+            .inspect(move |(result, _, _)| r.lock().unwrap().push(result.clone()));
+        });
+        if worker.index() == 0 {
+            rows.insert(1);
+            rows.insert(-1);
+            rows.insert(-2);
+        }
+        rows.advance_to(1);
+        if worker.index() == 1 {
+            // A failing row leaves, a passing one arrives: 3 live rows, 1 failing.
+            rows.remove(-2);
+            rows.insert(5);
+        }
+    })
+    .unwrap();
+    let mut expected = vec![
+        (0, "facts".into(), "positive".into(), 3, 2, false, false),
+        (1, "facts".into(), "positive".into(), 3, 1, false, false),
+    ];
+    expected.sort();
+    assert_eq!(summary(&results), expected);
+}

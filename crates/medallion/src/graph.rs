@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use alluvium_connectors::kafka::KafkaRecord;
-use alluvium_dq::{dq_results, gate, reconcile, referential, Check, DqResult};
+use alluvium_dq::{dq_results, gate, live_predicate, reconcile, referential, Check, DqResult};
 use alluvium_engine::latest::latest_by_key;
 use alluvium_engine::left_join::left_join;
 use alluvium_engine::{Epoch, WorkerContext};
@@ -554,12 +554,12 @@ pub fn medallion<'s>(
         customers_now.clone().map(|c| c.customer_id),
         rules.orphan_orders.clone(),
     );
-    let (orphan_lines, _) = referential(
-        silver_items
-            .clone()
-            .map(|i| (i.product_id.clone(), (i.order_id.clone(), i.line_no))),
-        products.clone().map(|p| p.product_id.clone()),
+    // A line whose product is unknown is a fact the product join left without a category
+    // (products always have one): no second arrangement of the lines needed.
+    let orphan_lines = live_predicate(
+        facts.clone(),
         rules.orphan_order_lines.clone(),
+        |f: &Fact| f.category.is_some(),
     );
     let revenue = reconcile(
         daily_sales
