@@ -12,7 +12,7 @@ use alluvium_connectors::lake::read::{blocking, scan_table};
 use alluvium_connectors::lake::{LakeConfig, Value};
 use alluvium_medallion::lake::bronze_defs;
 use common::{
-    alluvium, case, expected_mismatch, fresh_database, ok, psql_file, serve, spawn_quiet, unique,
+    alluvium, case, expected_mismatch, fresh_database, ok, psql_file, spawn_quiet, unique,
 };
 
 #[test]
@@ -26,18 +26,7 @@ fn the_sample_through_api_csv_and_cdc_with_the_pipeline_running() {
     psql_file(&pg, &case().join("customers_snapshot.sql"));
 
     // The three ingest processes (each creates its topic).
-    let api = serve(
-        &[
-            "ingest",
-            "api",
-            "--no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--topic-prefix",
-            &prefix,
-        ],
-        "listening on ",
-    );
+    let api = common::serve_ingest_api(&prefix);
     let url = api.url.clone();
     let _csv = spawn_quiet(&[
         "ingest",

@@ -236,18 +236,7 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
         ],
         "metrics on ",
     );
-    let api = serve(
-        &[
-            "ingest",
-            "api",
-            "--no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--topic-prefix",
-            &prefix,
-        ],
-        "listening on ",
-    );
+    let api = common::serve_ingest_api(&prefix);
     let db = unique("dash");
     let pg = common::fresh_database(&db);
     common::psql(

@@ -444,3 +444,19 @@ pub fn spawn_quiet<S: AsRef<OsStr>>(args: &[S]) -> Serving {
         _stdout: None,
     }
 }
+
+/// `alluvium ingest api` without auth on a free port, producing to `<prefix>orders`.
+pub fn serve_ingest_api(prefix: &str) -> Serving {
+    serve(
+        &[
+            "ingest",
+            "api",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--topic-prefix",
+            prefix,
+        ],
+        "listening on ",
+    )
+}
