@@ -33,8 +33,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the engine's demo graph on embedded defaults: generated data in an in-process Kafka
-    /// cluster, counted and summed per key, committed to a local file table.
+    /// The medallion pipeline end to end on embedded defaults: generated data through the REST
+    /// and CSV ingest into an embedded Kafka-protocol broker, the pipeline into a local Iceberg
+    /// lake (and a private PostgreSQL warehouse when PostgreSQL is installed), a summary.
     Demo(demo::DemoArgs),
     /// Run the engine's demo graph (count and sum per key) from a Kafka topic into a durable
     /// file table, exactly once.

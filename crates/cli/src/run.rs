@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use alluvium_connectors::kafka::{kafka_source, KafkaConfig};
 use alluvium_engine::sinks::file::FileSink;
-use alluvium_engine::{execute, Rehydration, ResumePlan, SourceOptions};
+use alluvium_engine::{execute, ClusterConfig, Rehydration, ResumePlan, SourceOptions};
 use alluvium_medallion::codes::Currencies;
 use alluvium_medallion::lake::LakeSinks;
 use alluvium_medallion::quality::MedallionRules;
@@ -166,33 +166,8 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         lake,
         warehouse,
     };
-    // Sinks at different checkpoints (a crash between their commits) each get exactly the
-    // epochs they miss: every checkpoint becomes a replay boundary.
-    let plan = ResumePlan::from_checkpoints(
-        sinks
-            .checkpoints()
-            .context("reading the sinks' checkpoints")?,
-        Rehydration::FromStart,
-    );
-    let topics = config.topics.all();
     let lake_config = sinks.lake.as_ref().map(|l| l.config().clone());
-    let graph_config = config.clone();
-    execute(&cluster, move |worker, ctx| {
-        let probe = ProbeHandle::new();
-        worker.dataflow(|scope| {
-            let (records, positions) = kafka_source(
-                scope,
-                &kafka,
-                &topics,
-                ctx,
-                &options,
-                &plan,
-                Some(probe.clone()),
-            );
-            let outputs = medallion(records, &graph_config, ctx);
-            sinks.attach(outputs, positions, &plan, ctx, &probe)
-        })
-    })?;
+    run_medallion(&kafka, &cluster, &config, options, sinks)?;
     if let Some(p) = progress {
         p.finish();
     }
@@ -211,5 +186,44 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             .with_context(|| format!("writing CSV files to {}", dir.display()))?;
         println!("exported the tables of epoch {epoch} to {}", dir.display());
     }
+    Ok(())
+}
+
+/// Runs the medallion graph from the Kafka topics of `config` into `sinks` until the source
+/// ends (`options.mode`), resuming every sink from its own checkpoint.
+pub(crate) fn run_medallion(
+    kafka: &KafkaConfig,
+    cluster: &ClusterConfig,
+    config: &PipelineConfig,
+    options: SourceOptions,
+    sinks: PipelineSinks,
+) -> Result<()> {
+    // Sinks at different checkpoints (a crash between their commits) each get exactly the
+    // epochs they miss: every checkpoint becomes a replay boundary.
+    let plan = ResumePlan::from_checkpoints(
+        sinks
+            .checkpoints()
+            .context("reading the sinks' checkpoints")?,
+        Rehydration::FromStart,
+    );
+    let topics = config.topics.all();
+    let kafka = kafka.clone();
+    let graph_config = config.clone();
+    execute(cluster, move |worker, ctx| {
+        let probe = ProbeHandle::new();
+        worker.dataflow(|scope| {
+            let (records, positions) = kafka_source(
+                scope,
+                &kafka,
+                &topics,
+                ctx,
+                &options,
+                &plan,
+                Some(probe.clone()),
+            );
+            let outputs = medallion(records, &graph_config, ctx);
+            sinks.attach(outputs, positions, &plan, ctx, &probe)
+        })
+    })?;
     Ok(())
 }

@@ -112,6 +112,15 @@ fn the_pipeline_exports_engine_metrics() {
         closed >= 1.0 && (closed - durations).abs() <= 2.0,
         "{closed} epochs, {durations} durations"
     );
+    let epoch_p99 = samples(
+        &text,
+        "alluvium_epoch_seconds_quantile",
+        "quantile=\"0.99\"",
+    );
+    assert!(
+        epoch_p99.len() == 1 && epoch_p99[0] > 0.0,
+        "epoch p99 {epoch_p99:?}:\n{text}"
+    );
     // Every lake sink committed and timed its commits.
     for sink in SINKS {
         let commits = samples(&text, "alluvium_sink_commits_total", sink);
@@ -121,6 +130,28 @@ fn the_pipeline_exports_engine_metrics() {
         );
         let timed = samples(&text, "alluvium_sink_commit_seconds_count", sink);
         assert_eq!(timed, commits, "{sink}: one latency sample per commit");
+        // The HDR quantiles: p50 <= p99 <= max, all positive.
+        let quantiles: Vec<f64> = ["0.5", "0.99", "1"]
+            .iter()
+            .map(|q| {
+                let quantile = format!("quantile=\"{q}\"");
+                let v: Vec<f64> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("alluvium_sink_commit_seconds_quantile{")
+                            && l.contains(sink)
+                            && l.contains(&quantile)
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                    .collect();
+                assert_eq!(v.len(), 1, "{sink} quantile {q}:\n{text}");
+                v[0]
+            })
+            .collect();
+        assert!(
+            quantiles[0] > 0.0 && quantiles[0] <= quantiles[1] && quantiles[1] <= quantiles[2],
+            "{sink} commit quantiles {quantiles:?}"
+        );
         assert!(!samples(&text, "alluvium_sink_committed_epoch", sink).is_empty());
         assert_eq!(
             samples(&text, "alluvium_sink_commit_failures_total", sink),

@@ -50,6 +50,7 @@ pub mod latest;
 pub mod left_join;
 pub mod metrics;
 pub mod position;
+pub mod quantiles;
 pub mod resume;
 pub mod runtime;
 pub mod sink;

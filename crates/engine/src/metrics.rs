@@ -6,7 +6,7 @@
 //! record. A binary that serves `/metrics` registers them with [`EngineMetrics::register`];
 //! one that does not pays nothing more.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +14,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::quantiles::Quantiles;
+
+/// An empty label set (metrics with no labels of their own).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoLabels {}
 
 /// Labels of a source partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,12 +58,17 @@ pub struct EngineMetrics {
     pub epochs_closed: Counter,
     /// How long each live epoch stayed open on a source (its duration), per worker source.
     pub epoch_seconds: Histogram,
+    /// Epoch duration quantiles (HDR histogram; `alluvium_epoch_seconds_quantile`).
+    pub epoch_quantiles: Arc<Quantiles<NoLabels>>,
     /// Epochs committed, per sink.
     pub commits: Family<SinkLabels, Counter>,
     /// Commits that failed for good, per sink.
     pub commit_failures: Family<SinkLabels, Counter>,
     /// Commit latency (retries included), per sink.
     pub commit_seconds: Family<SinkLabels, Histogram>,
+    /// Commit latency quantiles per sink (HDR histogram;
+    /// `alluvium_sink_commit_seconds_quantile`).
+    pub commit_quantiles: Arc<Quantiles<SinkLabels>>,
     /// The last epoch committed, per sink.
     pub committed_epoch: Family<SinkLabels, Gauge>,
     /// Row changes staged for commit, per sink (insertions and retractions).
@@ -78,12 +89,20 @@ impl Default for EngineMetrics {
             epochs_closed: Counter::default(),
             // 1 ms .. ~65 s
             epoch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            epoch_quantiles: Arc::new(Quantiles::new(
+                "epoch_seconds_quantile",
+                "Epoch duration quantiles over the process's lifetime (HDR histogram)",
+            )),
             commits: Family::default(),
             commit_failures: Family::default(),
             commit_seconds: Family::new_with_constructor(|| {
                 // 1 ms .. ~65 s
                 Histogram::new(exponential_buckets(0.001, 2.0, 17))
             }),
+            commit_quantiles: Arc::new(Quantiles::new(
+                "sink_commit_seconds_quantile",
+                "Commit latency quantiles per sink over the process's lifetime (HDR histogram)",
+            )),
             committed_epoch: Family::default(),
             sink_rows: Family::default(),
             stage_records: Family::default(),
@@ -151,6 +170,8 @@ impl EngineMetrics {
             "Updates out of each named stage of the graph",
             self.stage_records.clone(),
         );
+        r.register_collector(Box::new(self.epoch_quantiles.clone()));
+        r.register_collector(Box::new(self.commit_quantiles.clone()));
     }
 }
 

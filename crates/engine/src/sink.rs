@@ -326,10 +326,12 @@ where
                             if ok {
                                 crate::failpoint::hit("after_commit", &thread_name);
                                 metrics.commits.get_or_create(&labels).inc();
+                                let took = started.elapsed();
                                 metrics
                                     .commit_seconds
                                     .get_or_create(&labels)
-                                    .observe(started.elapsed().as_secs_f64());
+                                    .observe(took.as_secs_f64());
+                                metrics.commit_quantiles.record(&labels, took);
                                 metrics
                                     .committed_epoch
                                     .get_or_create(&labels)

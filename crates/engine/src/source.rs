@@ -481,9 +481,11 @@ impl<R: PartitionReader> Driver<R> {
     fn close_epoch(&mut self, pos: &mut PosSession<'_>) {
         let metrics = crate::metrics::engine_metrics();
         metrics.epochs_closed.inc();
+        let open = self.epoch_opened.elapsed();
+        metrics.epoch_seconds.observe(open.as_secs_f64());
         metrics
-            .epoch_seconds
-            .observe(self.epoch_opened.elapsed().as_secs_f64());
+            .epoch_quantiles
+            .record(&crate::metrics::NoLabels {}, open);
         self.epoch_opened = Instant::now();
         let mut session = pos.session(&self.pos_cap);
         for i in 0..self.partitions.len() {

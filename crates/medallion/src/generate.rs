@@ -47,6 +47,20 @@ impl Default for GeneratorConfig {
     }
 }
 
+impl GeneratorConfig {
+    /// `orders` orders with a catalogue and a customer base in proportion (one product per
+    /// 20 orders, at least 50; one customer per 10 orders, at least 100) — the demo's shape.
+    pub fn scaled(orders: usize, seed: u64) -> Self {
+        GeneratorConfig {
+            seed,
+            orders,
+            products: (orders / 20).max(50),
+            customers: (orders / 10).max(100),
+            ..GeneratorConfig::default()
+        }
+    }
+}
+
 const STATUSES: [&str; 4] = ["created", "paid", "shipped", "delivered"];
 const CURRENCIES: [&str; 6] = ["EUR", "usd", "GBP", "JPY", "chf", "TWD"];
 const COUNTRIES: [&str; 10] = ["DE", "fr", "US", "GB", "JP", "tw", "NL", "CH", "BR", "ZA"];
@@ -268,8 +282,48 @@ fn customer_row(rng: &mut StdRng, id: i64, updated_secs: i64) -> String {
     )
 }
 
+/// Generated input as the three entry points receive it: customer change envelopes (what a
+/// CDC capture produces), product CSV files (what lands in the drop folder) and order events
+/// (what clients POST), each in send order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedInput {
+    /// Customer change envelopes for the customers topic.
+    pub customers: Vec<Message>,
+    /// Product CSV files: name and contents, in name (= ingestion) order.
+    pub product_files: Vec<(String, Vec<u8>)>,
+    /// Order events for the orders topic (some deliberately not JSON).
+    pub orders: Vec<Message>,
+}
+
+impl GeneratedInput {
+    /// The messages of all three topics, in send order: customers, then products (one per
+    /// CSV record, as the CSV ingest produces them), then orders.
+    pub fn into_messages(self, topics: &Topics) -> Vec<Message> {
+        let mut out = self.customers;
+        for (name, bytes) in &self.product_files {
+            for msg in csv_messages(name, bytes) {
+                let key = msg.fields.first().map(|p| p.as_bytes().to_vec());
+                let payload = serde_json::to_vec(&msg).unwrap_or_default();
+                out.push(Message {
+                    topic: topics.products.clone(),
+                    key,
+                    payload,
+                    source: format!("csv:{name}"),
+                });
+            }
+        }
+        out.extend(self.orders);
+        out
+    }
+}
+
 /// Generates the messages of all three topics, in send order.
 pub fn generate(cfg: &GeneratorConfig, topics: &Topics) -> Vec<Message> {
+    generate_input(cfg, topics).into_messages(topics)
+}
+
+/// Generates the input of the three entry points (see [`GeneratedInput`]).
+pub fn generate_input(cfg: &GeneratorConfig, topics: &Topics) -> GeneratedInput {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut out = Vec::new();
 
@@ -303,20 +357,12 @@ pub fn generate(cfg: &GeneratorConfig, topics: &Topics) -> Vec<Message> {
     }
 
     // Products: CSV drops, in file order.
-    for file in 0..cfg.product_files {
-        let name = format!("products_{:03}.csv", file + 1);
-        let csv = products_csv(&mut rng, cfg, file);
-        for msg in csv_messages(&name, csv.as_bytes()) {
-            let key = msg.fields.first().map(|p| p.as_bytes().to_vec());
-            let payload = serde_json::to_vec(&msg).unwrap_or_default();
-            out.push(Message {
-                topic: topics.products.clone(),
-                key,
-                payload,
-                source: format!("csv:{name}"),
-            });
-        }
-    }
+    let product_files = (0..cfg.product_files)
+        .map(|file| {
+            let name = format!("products_{:03}.csv", file + 1);
+            (name, products_csv(&mut rng, cfg, file).into_bytes())
+        })
+        .collect();
 
     // Orders: every status change is a new event; some duplicated, some late, some broken.
     let mut events: Vec<(i64, String, String)> = Vec::new();
@@ -369,15 +415,20 @@ pub fn generate(cfg: &GeneratorConfig, topics: &Topics) -> Vec<Message> {
         }
     }
     events.sort_by_key(|e| e.0);
-    for (_, order_id, body) in events {
-        out.push(Message {
+    let orders = events
+        .into_iter()
+        .map(|(_, order_id, body)| Message {
             topic: topics.orders.clone(),
             key: Some(order_id.into_bytes()),
             payload: body.into_bytes(),
             source: "generator:orders".into(),
-        });
+        })
+        .collect();
+    GeneratedInput {
+        customers: out,
+        product_files,
+        orders,
     }
-    out
 }
 
 #[cfg(test)]
