@@ -13,6 +13,7 @@ mod metrics_http;
 mod private_pg;
 mod produce;
 mod progress;
+mod replay;
 mod run;
 
 use anyhow::Result;
@@ -47,6 +48,9 @@ enum Command {
     /// Backfill: rebuild every table from the topics' whole history through the same graph
     /// (`run --batch`), with a progress bar (rate, ETA) on a terminal, log lines otherwise.
     Backfill(Box<run::RunArgs>),
+    /// Replay: rebuild every table from a lake's bronze tables (original offsets kept) into
+    /// another lake, through the same graph, with a progress bar.
+    Replay(Box<replay::ReplayArgs>),
     /// Test cases: `alluvium fixture load DIR` produces a case folder into the topics.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
@@ -104,6 +108,7 @@ fn main() {
             args.batch = true;
             run::run(*args)
         }
+        Command::Replay(args) => replay::run(*args),
         Command::Fixture(cmd) => fixture::run(cmd),
         Command::Lake(cmd) => lake::run(cmd),
         Command::Dq(cmd) => dq::run(cmd),

@@ -171,12 +171,24 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     if let Some(p) = progress {
         p.finish();
     }
-    if let (Some(dir), 0, Some(l)) = (&args.export_csv, args.cluster.process, &lake_config) {
+    if let (Some(dir), 0) = (&args.export_csv, args.cluster.process) {
+        export_csv(dir, lake_config.as_ref(), sink.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Writes the committed silver/gold tables and quarantine counts as CSV into `dir`: from the
+/// lake when there is one, else from the file table.
+pub(crate) fn export_csv(
+    dir: &std::path::Path,
+    lake: Option<&alluvium_connectors::lake::LakeConfig>,
+    table: Option<&FileSink<TableRow>>,
+) -> Result<()> {
+    if let Some(l) = lake {
         alluvium_medallion::lake::export_csv(l, dir)
             .with_context(|| format!("writing CSV files to {}", dir.display()))?;
         println!("exported the lake's tables to {}", dir.display());
-    }
-    if let (Some(dir), 0, Some(sink)) = (&args.export_csv, args.cluster.process, &sink) {
+    } else if let Some(sink) = table {
         let state = sink
             .read_state()?
             .context("the pipeline committed nothing")?;

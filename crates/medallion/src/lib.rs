@@ -27,6 +27,7 @@ pub mod money;
 pub mod orders;
 pub mod products;
 pub mod quality;
+pub mod replay;
 pub mod rows;
 pub mod sinks;
 pub mod time;

@@ -11,7 +11,7 @@ use alluvium_connectors::kafka::KafkaRecord;
 use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::{
     commit_sink, execute, partitioned_source, ClusterConfig, EngineError, EpochPolicy, MemoryLog,
-    Rehydration, ResumePlan, RunMode, Sink, SourceOptions,
+    Rehydration, ReplayLog, ResumePlan, RunMode, Sink, SourceOptions,
 };
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
@@ -114,10 +114,11 @@ pub fn run_into<S: Sink<TableRow>>(
     )
 }
 
-/// Runs the pipeline over `logs` until they are drained into every sink of `sinks` (file
-/// tables, lake, warehouse), resuming from their checkpoints.
-pub fn run_with_sinks(
-    logs: &[MemoryLog<KafkaRecord>],
+/// Runs the pipeline over `logs` (in-memory or recorded, e.g. a lake's bronze tables) until
+/// they are drained into every sink of `sinks` (file tables, lake, warehouse), resuming from
+/// their checkpoints.
+pub fn run_with_sinks<L: ReplayLog<Record = KafkaRecord>>(
+    logs: &[L],
     sinks: crate::sinks::PipelineSinks,
     workers: usize,
     epoch_records: usize,
@@ -141,8 +142,8 @@ pub fn run_with_sinks(
 
 /// The graph over the in-memory `logs` (read until drained, resuming from `checkpoints`),
 /// its outputs handed to `attach` on every worker.
-fn run_graph<A>(
-    logs: &[MemoryLog<KafkaRecord>],
+fn run_graph<L, A>(
+    logs: &[L],
     checkpoints: Vec<Option<alluvium_engine::Checkpoint>>,
     workers: usize,
     epoch_records: usize,
@@ -150,6 +151,7 @@ fn run_graph<A>(
     attach: A,
 ) -> Result<(), EngineError>
 where
+    L: ReplayLog<Record = KafkaRecord>,
     A: for<'s> Fn(
             crate::graph::Outputs<'s>,
             timely::dataflow::StreamVec<'s, alluvium_engine::Epoch, alluvium_engine::PositionUpdate>,
@@ -181,7 +183,7 @@ where
             for log in &logs {
                 let (r, p) = partitioned_source(
                     scope,
-                    &log.topic,
+                    log.topic(),
                     ctx,
                     &options,
                     &plan,
