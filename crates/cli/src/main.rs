@@ -95,6 +95,21 @@ fn main() {
     // A panicking worker thread would leave its peers waiting forever: end the process.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("timely communication error") {
+            // A peer process stopped without a clean shutdown: it failed (and kept its
+            // epochs from completing) or was killed. Its log says why.
+            eprintln!(
+                "error: the connection to a peer process of the cluster broke — the peer failed \
+                 or was killed (see its log); stopping this process too ({message})"
+            );
+            std::process::exit(1);
+        }
         default_hook(info);
         std::process::exit(101);
     }));

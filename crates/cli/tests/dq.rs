@@ -1,12 +1,12 @@
 //! Data quality through the real entry points: the sample through the broker into a local
 //! lake, then `alluvium dq report` (table and JSON); a rules file that quarantines by a
 //! declared rule; a rule escalated past its threshold stopping the pipeline before anything
-//! commits; bad rules files naming the key.
+//! commits (in one process and in a two-process cluster); bad rules files naming the key.
 
 use std::path::Path;
 
 mod common;
-use common::{alluvium, csv_rows, load_sample as load, unique};
+use common::{alluvium, csv_rows, load_sample as load, stable_free_port, unique};
 
 fn prefix(name: &str) -> String {
     format!("{}-", unique(name))
@@ -230,6 +230,100 @@ fn an_escalated_rule_stops_the_pipeline_before_the_epoch_commits() {
     .output()
     .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(results.is_empty(), "{results:?}");
+}
+
+#[test]
+fn an_escalated_rule_stops_every_process_of_a_cluster() {
+    use std::io::Read;
+    let prefix = prefix("dqcluster");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\ntable = \"gold.fact_order_items\"\nname = \"orphan_orders\"\nescalate = true\n",
+    )
+    .unwrap();
+    let port = stable_free_port().to_string();
+    let state = dir.path().join("state");
+    let lake = dir.path().join("lake");
+    let mut children: Vec<std::process::Child> = (0..2)
+        .map(|p| {
+            alluvium([
+                "run",
+                "--topic-prefix",
+                &prefix,
+                "--state",
+                state.to_str().unwrap(),
+                "--lake",
+                lake.to_str().unwrap(),
+                "--until-idle",
+                "--dq-config",
+                rules.to_str().unwrap(),
+                "--epoch-records",
+                "1000000",
+                "--epoch-ms",
+                "60000",
+                "--processes",
+                "2",
+                "--process",
+                &p.to_string(),
+                "--base-port",
+                &port,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    // The gate runs on worker 0 (process 0); process 1 must stop too, not wait forever.
+    let started = std::time::Instant::now();
+    let mut statuses = vec![None, None];
+    while statuses.iter().any(Option::is_none) {
+        for (c, s) in children.iter_mut().zip(&mut statuses) {
+            if s.is_none() {
+                *s = c.try_wait().unwrap();
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            for c in &mut children {
+                let _ = c.kill();
+            }
+            panic!("the cluster did not stop within 120 s: {statuses:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let errors: Vec<String> = children
+        .iter_mut()
+        .map(|c| {
+            let mut e = String::new();
+            c.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            e
+        })
+        .collect();
+    for (p, s) in statuses.iter().enumerate() {
+        assert!(!s.unwrap().success(), "process {p} succeeded:\n{errors:?}");
+    }
+    assert!(
+        errors[0].contains("orphan_orders") && errors[0].contains("is not committed"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].contains("peer process"), "{}", errors[1]);
+    assert!(!state.join("tables/state.json").exists());
+    let out = alluvium([
+        "dq",
+        "report",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .output()
+    .unwrap();
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(results.is_empty(), "{results:?}");
 }

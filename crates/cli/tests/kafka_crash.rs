@@ -362,3 +362,77 @@ fn bad_config_names_the_key() {
     ]);
     assert!(err.contains("cluster.process"), "{err}");
 }
+
+/// A process of a cluster that fails (its writer cannot stage an epoch) stops the whole
+/// cluster: its peers must not take the epochs it released for complete and commit them
+/// without its data. Both processes exit with an error, and a restart completes the table
+/// exactly.
+#[test]
+fn a_failed_process_stops_its_peers_and_nothing_partial_is_committed() {
+    let config = KafkaConfig::new(brokers());
+    let topic = unique("procfail");
+    assert!(ensure_topic(&config, &topic, 4).unwrap());
+    let input = produce(&config, &topic, 7, 3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("table");
+    let base_port = common::stable_free_port();
+    let children: Vec<Child> = (0..2)
+        .map(|p| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_alluvium"));
+            cmd.args(["keyed-stats", "--brokers", &brokers(), "--topic", &topic])
+                .arg("--state")
+                .arg(&state)
+                .args([
+                    "--workers",
+                    "1",
+                    "--epoch-records",
+                    "200",
+                    "--epoch-ms",
+                    "20",
+                ])
+                .args([
+                    "--until-idle",
+                    "--processes",
+                    "2",
+                    "--process",
+                    &p.to_string(),
+                ])
+                .args(["--base-port", &base_port.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if p == 1 {
+                // Process 1's writer fails its third epoch.
+                cmd.env("ALLUVIUM_FAILPOINT", "fail_stage:file:3");
+            }
+            cmd.spawn().expect("spawning alluvium")
+        })
+        .collect();
+    let statuses = wait_all(children, Duration::from_secs(120));
+    assert!(
+        statuses.iter().all(|s| !s.success()),
+        "every process must fail: {statuses:?}"
+    );
+
+    let statuses = wait_all(
+        spawn(&topic, &state, 1, 2, base_port + 2, &["--until-idle"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "restart: {statuses:?}"
+    );
+    let table = FileSink::<Row>::new(&state)
+        .read_state()
+        .unwrap()
+        .expect("a commit happened");
+    let got: Vec<Row> = table
+        .rows
+        .iter()
+        .map(|(r, c)| {
+            assert_eq!(*c, 1, "row {r:?} has multiplicity {c}");
+            r.clone()
+        })
+        .collect();
+    assert_eq!(got, keyed_stats_reference(input.into_iter()));
+}

@@ -7,6 +7,8 @@
 //! whose name contains the substring. Points:
 //!
 //! - `after_stage`: a writer staged an epoch (its data files are written, not committed);
+//! - `fail_stage`: instead of aborting, a writer reports a failure for its `n`-th epoch, as
+//!   if it could not write it (the run stops through the worker context, not a crash);
 //! - `after_commit`: a committer committed an epoch;
 //! - `hang_before_commit`: instead of aborting, the committer stops for good just before its
 //!   `n`-th commit, while the other sinks go on — so a test can wait until they are ahead
@@ -57,6 +59,16 @@ pub fn hit(point: &str, sink: &str) {
         eprintln!("failpoint {point} for sink {sink}: aborting");
         std::process::abort();
     }
+}
+
+/// Passes failpoint `point` for sink `sink`: whether the caller must fail here (the
+/// configured `n`-th pass).
+pub fn fails(point: &str, sink: &str) -> bool {
+    let fail = reached(point, sink);
+    if fail {
+        eprintln!("failpoint {point} for sink {sink}: failing");
+    }
+    fail
 }
 
 /// Passes failpoint `point` for sink `sink`: blocks the calling thread forever if this is the

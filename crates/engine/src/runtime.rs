@@ -9,7 +9,7 @@
 //! first error. (A panicking timely worker would leave its peers waiting forever; binaries
 //! should also turn panics into process exits, see the `alluvium` CLI.)
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use timely::communication::Config as CommunicationConfig;
@@ -198,38 +198,84 @@ where
         communication: cluster.communication(),
         worker: WorkerConfig::default(),
     };
+    let multi_process = cluster.processes() > 1;
+    // Whether a worker of this process failed: what the calling thread waits for besides
+    // the workers' ends (see below why it may not simply join them).
+    let progress = Arc::new((Mutex::new(false), Condvar::new()));
     let shared = failure.clone();
+    let signal = progress.clone();
     let guards = timely::execute(config, move |worker| {
         let ctx = WorkerContext {
             index: worker.index(),
             peers: worker.peers(),
             failure: shared.clone(),
         };
-        let result = match build(worker, &ctx) {
-            Ok(r) => r,
+        let built = build(worker, &ctx);
+        let result = match built {
+            Ok(r) => {
+                while !ctx.failed() && worker.step_or_park(Some(PARK_LIMIT)) {}
+                (!ctx.failed()).then_some(r)
+            }
             Err(e) => {
                 ctx.fail(format!("building the dataflow: {e}"));
-                return None;
+                None
             }
         };
-        while !ctx.failed() && worker.step_or_park(Some(PARK_LIMIT)) {}
-        if ctx.failed() {
-            None
-        } else {
-            Some(result)
+        let failed = result.is_none();
+        if failed {
+            let (lock, cvar) = &*signal;
+            *lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            cvar.notify_all();
         }
+        if failed && multi_process {
+            // Returning would drop this worker's dataflows, and with them its capabilities:
+            // the peer processes would see every epoch this process held as complete, and
+            // their sinks could commit epochs this process never finished. So the failed
+            // process keeps its capabilities until it exits; the peers then see the
+            // connection drop (not a clean shutdown) and fail too.
+            loop {
+                std::thread::park();
+            }
+        }
+        result
     })
     .map_err(EngineError::Cluster)?;
+    // A failed worker of a multi-process cluster parks: stop waiting at the first failure.
+    let failed_early = multi_process && {
+        let (lock, cvar) = &*progress;
+        let mut failed = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if *failed {
+                break true;
+            }
+            if guards.guards().iter().all(|g| g.is_finished()) {
+                break false;
+            }
+            failed = cvar
+                .wait_timeout(failed, PARK_LIMIT)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    };
     let mut results = Vec::new();
-    for (i, joined) in guards.join().into_iter().enumerate() {
-        match joined {
-            Ok(Some(r)) => results.push(r),
-            Ok(None) => {}
-            Err(panic) => {
-                return Err(EngineError::Worker {
-                    worker: i,
-                    message: format!("panicked: {panic}"),
-                })
+    if failed_early {
+        // Joining would wait forever for the parked workers: leave them to the process exit.
+        std::mem::forget(guards);
+    } else {
+        for (i, joined) in guards.join().into_iter().enumerate() {
+            match joined {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) => {}
+                Err(panic) => {
+                    return Err(EngineError::Worker {
+                        worker: i,
+                        message: format!("panicked: {panic}"),
+                    })
+                }
             }
         }
     }

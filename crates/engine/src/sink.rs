@@ -247,6 +247,12 @@ where
                             continue;
                         }
                         staged_rows.inc_by(updates.len() as u64);
+                        if crate::failpoint::fails("fail_stage", &stage_name) {
+                            stage_ctx.fail(format!(
+                                "sink {stage_name}: staging epoch {epoch}: failpoint"
+                            ));
+                            continue;
+                        }
                         match writer.stage(epoch, updates) {
                             Ok(Some(piece)) => {
                                 crate::failpoint::hit("after_stage", &stage_name);
