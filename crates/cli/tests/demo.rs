@@ -99,6 +99,39 @@ fn demo_runs_on_embedded_defaults() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("private PostgreSQL"));
 }
 
+/// Run by an unprivileged user (here `nobody`, when the tests run as root and `setpriv` is
+/// there), the demo starts its private PostgreSQL as that user.
+#[test]
+fn demo_runs_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0"
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("not root or no setpriv: the demo already runs unprivileged in the other test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "env"])
+        .arg(format!("HOME={}", dir.path().display()))
+        .arg("RUST_LOG=warn")
+        .arg(env!("CARGO_BIN_EXE_alluvium"))
+        .args(["demo", "--orders", "100", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo as nobody failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("warehouse: a private PostgreSQL"), "{stdout}");
+    assert!(stdout.contains("warehouse (PostgreSQL)"), "{stdout}");
+}
+
 /// The demo's tables equal the in-memory pipeline's over the same generated input (the
 /// events the API refuses as not JSON left out): nothing lost or doubled on the way through
 /// the API, the drop folder and the embedded broker.
