@@ -138,11 +138,26 @@ pub fn retry_transient<T>(
     }
 }
 
-/// Sums the diffs of equal rows and drops rows whose diff is zero. Unlike differential's
-/// `consolidate` (a stable merge sort), it sorts in place without allocating: sinks do not
-/// care about the order of rows, only about their net changes.
-pub fn consolidate_unstable<D: Ord>(updates: &mut Vec<(D, isize)>) {
-    updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+/// Sums the diffs of equal rows and drops rows whose diff is zero. Sinks do not care about
+/// the order of rows, only about their net changes, so rows are brought together by their
+/// hash, not by their order: sorting whole rows (long strings with common prefixes, wide
+/// structs) compared and moved them O(n log n) times and took a fifth of the pipeline's time
+/// (perf); here each row is hashed twice and moved about once, and whole rows are compared
+/// only within a run of equal hashes (the same row, or a rare collision).
+pub fn consolidate_unstable<D: Ord + Hashable<Output: Into<u64>>>(updates: &mut Vec<(D, isize)>) {
+    if updates.len() > 1 {
+        updates.sort_by_cached_key(|(d, _)| d.hashed().into());
+        let hashes: Vec<u64> = updates.iter().map(|(d, _)| d.hashed().into()).collect();
+        let mut start = 0;
+        while start < updates.len() {
+            let end = start + hashes[start..].iter().take_while(|h| **h == hashes[start]).count();
+            // Different rows with one hash may interleave: order the run so equal rows meet.
+            if end - start > 2 || (end - start == 2 && updates[start].0 != updates[start + 1].0) {
+                updates[start..end].sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            start = end;
+        }
+    }
     let mut write = 0;
     for read in 0..updates.len() {
         if write > 0 && updates[write - 1].0 == updates[read].0 {
@@ -480,5 +495,42 @@ mod tests {
         let mut empty: Vec<(u8, isize)> = Vec::new();
         consolidate_unstable(&mut empty);
         assert!(empty.is_empty());
+    }
+
+    /// Rows that share a hash (forced here by a type hashing to one value) still consolidate.
+    #[test]
+    fn consolidation_survives_hash_collisions() {
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+        struct Collide(u32);
+        impl differential_dataflow::hashable::Hashable for Collide {
+            type Output = u64;
+            fn hashed(&self) -> u64 {
+                7
+            }
+        }
+        let mut v: Vec<(Collide, isize)> = [3, 1, 2, 1, 3, 3, 2, 4]
+            .iter()
+            .zip([1, 1, 1, 1, -1, 1, -1, 0])
+            .map(|(r, d)| (Collide(*r), d))
+            .collect();
+        consolidate_unstable(&mut v);
+        v.sort();
+        assert_eq!(v, vec![(Collide(1), 2), (Collide(3), 1)]);
+    }
+
+    proptest::proptest! {
+        /// Same result as summing per row in a map, whatever the rows and their order.
+        #[test]
+        fn consolidation_equals_summing_per_row(rows in proptest::collection::vec((0u8..20, -3isize..4), 0..200)) {
+            let mut expected = std::collections::BTreeMap::<u8, isize>::new();
+            for (r, d) in &rows {
+                *expected.entry(*r).or_default() += d;
+            }
+            expected.retain(|_, d| *d != 0);
+            let mut v = rows.clone();
+            consolidate_unstable(&mut v);
+            v.sort();
+            proptest::prop_assert_eq!(v, expected.into_iter().collect::<Vec<_>>());
+        }
     }
 }

@@ -199,8 +199,9 @@ pub struct QuarantineRow {
 /// One row of any table the pipeline maintains, for sinks that take all tables at once.
 ///
 /// Rows are behind `Arc`s: sinks sort and move every change of an epoch, and a 48-byte enum
-/// moves far faster than the 224-byte largest row.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// moves far faster than the 224-byte largest row. Its hash covers the table and the row's
+/// key only (see the `Hash` impl).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TableRow {
     SilverOrder(Arc<SilverOrder>),
     SilverOrderItem(Arc<SilverOrderItem>),
@@ -215,6 +216,30 @@ pub enum TableRow {
     QuarantineCount(Text, Text, i64),
     /// A `dq.results` row (append-only).
     Dq(Arc<alluvium_dq::DqResult>),
+}
+
+/// The table and the row's key, not every column: sinks hash every change of an epoch
+/// (to route it to a worker and to consolidate it), and hashing whole facts cost more than
+/// the rest of consolidation (perf). Equal rows have equal keys, so equal hashes; the versions
+/// of one key in an epoch (an update's `-old`/`+new`) share a hash and are told apart by `Eq`.
+impl std::hash::Hash for TableRow {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            TableRow::SilverOrder(o) => o.order_id.hash(state),
+            TableRow::SilverOrderItem(i) => (&i.order_id, i.line_no).hash(state),
+            TableRow::SilverProduct(p) | TableRow::DimProduct(p) => p.product_id.hash(state),
+            TableRow::SilverCustomer(c) => c.customer_id.hash(state),
+            TableRow::DimCustomer(c) => (c.customer_id, c.valid_from).hash(state),
+            TableRow::Fact(f) => (&f.order_id, f.line_no).hash(state),
+            TableRow::DailySales(d) => {
+                (d.order_date, &d.category, &d.shipping_country, &d.currency).hash(state)
+            }
+            TableRow::CustomerLtv(l) => (l.customer_id, &l.currency).hash(state),
+            TableRow::QuarantineCount(source, rule, _) => (source, rule).hash(state),
+            TableRow::Dq(d) => (d.epoch, &d.table_name, &d.rule).hash(state),
+        }
+    }
 }
 
 /// A `bronze.*` row: one per Kafka message, the payload as it came.
