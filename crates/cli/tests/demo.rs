@@ -128,7 +128,10 @@ fn demo_runs_as_an_unprivileged_user() {
         "demo as nobody failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("warehouse: a private PostgreSQL"), "{stdout}");
+    assert!(
+        stdout.contains("warehouse: a private PostgreSQL"),
+        "{stdout}"
+    );
     assert!(stdout.contains("warehouse (PostgreSQL)"), "{stdout}");
 }
 

@@ -1,9 +1,14 @@
-//! Left outer join, arranging the (large) left side once.
+//! Left outer join, arranging the (large) left side once and sending each left change
+//! downstream once.
 //!
-//! Differential's `join` and `antijoin` each arrange their left input; a left join written as
-//! `join + antijoin` arranges it twice. Here the left side is arranged once and used by both
-//! the match and the "has a match" semijoin; the right side (a dimension: one value per key)
-//! is small.
+//! Differential's `join` and `antijoin` each arrange their left input, and a left join
+//! written as `matched + (left − semijoin(left, right keys))` also sends every matched left
+//! record three times downstream (`+matched`, `+left`, `−left`) until some later arrangement
+//! cancels the last two. When the right side holds at most one value per key (a dimension),
+//! the join can instead be one `join_core` against the right side *made total over the left
+//! keys*: `Some(w)` for keys with a value, `None` for keys of the left side without one. Only
+//! the distinct left keys are compared with the right side (a few thousand product or
+//! customer ids, not every order line), and the left side is arranged once.
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::hashable::Hashable;
@@ -25,16 +30,20 @@ where
     D: differential_dataflow::Data,
     L: Fn(&V, Option<&W>) -> D + Clone + 'static,
 {
-    let left_arranged = left.clone().arrange_by_key();
-    let right_arranged = right.clone().arrange_by_key();
-    let right_keys = right.map(|(k, _)| k).arrange_by_self();
-    let on_match = logic.clone();
-    let matched = left_arranged
+    let left_keys = left.clone().map(|(k, _)| k).distinct();
+    // Left keys without a right value: a key is once in `left_keys`, and once in `with_value`
+    // when it has a value (at most one), so the difference holds exactly the missing ones.
+    let with_value = left_keys
         .clone()
-        .join_core(right_arranged, move |_k, v, w| Some(on_match(v, Some(w))));
-    let with_match = left_arranged.join_core(right_keys, |k, v, _| Some((k.clone(), v.clone())));
-    let unmatched = left
-        .concat(with_match.negate())
-        .map(move |(_, v)| logic(&v, None));
-    matched.concat(unmatched)
+        .map(|k| (k, ()))
+        .join_map(right.clone().map(|(k, _)| (k, ())), |k, _, _| k.clone());
+    let missing = left_keys.concat(with_value.negate());
+    let total = right
+        .map(|(k, w)| (k, Some(w)))
+        .concat(missing.map(|k| (k, None)))
+        .arrange_by_key();
+    left.arrange_by_key()
+        .join_core(total, move |_k, v, w: &Option<W>| {
+            Some(logic(v, w.as_ref()))
+        })
 }

@@ -150,7 +150,11 @@ pub fn consolidate_unstable<D: Ord + Hashable<Output: Into<u64>>>(updates: &mut 
         let hashes: Vec<u64> = updates.iter().map(|(d, _)| d.hashed().into()).collect();
         let mut start = 0;
         while start < updates.len() {
-            let end = start + hashes[start..].iter().take_while(|h| **h == hashes[start]).count();
+            let end = start
+                + hashes[start..]
+                    .iter()
+                    .take_while(|h| **h == hashes[start])
+                    .count();
             // Different rows with one hash may interleave: order the run so equal rows meet.
             if end - start > 2 || (end - start == 2 && updates[start].0 != updates[start + 1].0) {
                 updates[start..end].sort_unstable_by(|a, b| a.0.cmp(&b.0));
