@@ -360,38 +360,19 @@ pub fn medallion<'s>(
         shipping_city: e.shipping_city,
         payment_method: e.payment_method,
     });
-    let facts_base = current.flat_map(|(_, e)| {
-        let e = std::sync::Arc::new(e);
-        (0..e.items.len()).map(move |i| {
-            let item = &e.items[i];
-            Fact {
-                order_id: e.order_id.clone(),
+    let silver_items = current.clone().flat_map(|(_, e)| {
+        let order_id = e.order_id;
+        e.items
+            .into_iter()
+            .enumerate()
+            .map(move |(i, item)| SilverOrderItem {
+                order_id: order_id.clone(),
                 line_no: i as i64 + 1,
-                customer_id: e.customer_id,
-                product_id: item.product_id.clone(),
-                order_ts: e.order_ts,
-                order_date: day_of(e.order_ts),
-                status: e.status.clone(),
-                currency: e.currency.clone(),
+                line_total: item.unit_price.times(item.quantity),
+                product_id: item.product_id,
                 quantity: item.quantity,
                 unit_price: item.unit_price,
-                line_total: item.unit_price.times(item.quantity),
-                shipping_country: e.shipping_country.clone(),
-                payment_method: e.payment_method.clone(),
-                category: None,
-                brand: None,
-                customer_segment: None,
-                customer_country: None,
-            }
-        })
-    });
-    let silver_items = facts_base.clone().map(|f| SilverOrderItem {
-        order_id: f.order_id,
-        line_no: f.line_no,
-        product_id: f.product_id,
-        quantity: f.quantity,
-        unit_price: f.unit_price,
-        line_total: f.line_total,
+            })
     });
 
     // Silver products: the valid version with the greatest (updated_at, file, line).
@@ -419,34 +400,55 @@ pub fn medallion<'s>(
         )
         .map(|(_, v)| v);
 
-    // Facts: order lines with the product's and the customer's current attributes (left joins).
-    let by_product = facts_base.map(|f| (f.product_id.clone(), f));
+    // Facts: order lines with the customer's and the product's current attributes (left
+    // joins). The customer is joined per order, before the order becomes lines: the orders
+    // arranged by customer are fewer and smaller than their lines, and only the product join
+    // arranges the lines.
+    let customer_attrs = customers_now
+        .clone()
+        .map(|c| (c.customer_id, (c.segment.clone(), c.country.clone())));
+    let lines = left_join(
+        current.map(|(_, e)| (e.customer_id, e)),
+        customer_attrs,
+        |e: &OrderEvent, attrs: Option<&(Option<Text>, Option<Text>)>| {
+            let (segment, country) = attrs.cloned().unwrap_or((None, None));
+            e.items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| Fact {
+                    order_id: e.order_id.clone(),
+                    line_no: i as i64 + 1,
+                    customer_id: e.customer_id,
+                    product_id: item.product_id.clone(),
+                    order_ts: e.order_ts,
+                    order_date: day_of(e.order_ts),
+                    status: e.status.clone(),
+                    currency: e.currency.clone(),
+                    quantity: item.quantity,
+                    unit_price: item.unit_price,
+                    line_total: item.unit_price.times(item.quantity),
+                    shipping_country: e.shipping_country.clone(),
+                    payment_method: e.payment_method.clone(),
+                    category: None,
+                    brand: None,
+                    customer_segment: segment.clone(),
+                    customer_country: country.clone(),
+                })
+                .collect::<Vec<Fact>>()
+        },
+    )
+    .flat_map(|facts| facts);
     let product_attrs = products
         .clone()
         .map(|p| (p.product_id.clone(), (p.category.clone(), p.brand.clone())));
-    let with_product = left_join(
-        by_product,
+    let facts = left_join(
+        lines.map(|f| (f.product_id.clone(), f)),
         product_attrs,
         |f: &Fact, attrs: Option<&(Text, Option<Text>)>| {
             let mut f = f.clone();
             if let Some((category, brand)) = attrs {
                 f.category = Some(category.clone());
                 f.brand = brand.clone();
-            }
-            f
-        },
-    );
-    let customer_attrs = customers_now
-        .clone()
-        .map(|c| (c.customer_id, (c.segment.clone(), c.country.clone())));
-    let facts = left_join(
-        with_product.map(|f| (f.customer_id, f)),
-        customer_attrs,
-        |f: &Fact, attrs: Option<&(Option<Text>, Option<Text>)>| {
-            let mut f = f.clone();
-            if let Some((segment, country)) = attrs {
-                f.customer_segment = segment.clone();
-                f.customer_country = country.clone();
             }
             f
         },
