@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::position::PartitionId;
 use crate::resume::ResumePlan;
-use crate::source::{owned_by, MemoryLog, MemoryReader, PartitionReader, ReadStatus};
+use crate::source::{owned_by, round_robin, MemoryLog, MemoryReader, PartitionReader, ReadStatus};
 
 /// A partitioned log held in memory that a source can replay.
 pub trait ReplayLog: Clone + Send + Sync + 'static {
@@ -198,29 +198,20 @@ impl<D: Clone + 'static> PartitionReader for RecordedReader<D> {
         budget: usize,
         emit: &mut dyn FnMut(usize, i64, D),
     ) -> Result<ReadStatus, String> {
-        let n = self.parts.len();
-        if n == 0 {
+        if self.parts.is_empty() {
             return Ok(ReadStatus::Exhausted);
         }
-        let mut left = budget;
-        let mut empty_rounds = 0;
-        while left > 0 && empty_rounds < n {
-            let i = self.turn % n;
-            self.turn = self.turn.wrapping_add(1);
-            let part = &mut self.parts[i];
-            let take = (part.records.len() - part.next).min(left.div_ceil(n).max(1));
-            if take == 0 {
-                empty_rounds += 1;
-                continue;
-            }
-            empty_rounds = 0;
+        let parts = &mut self.parts;
+        round_robin(parts.len(), &mut self.turn, budget, |i, most| {
+            let part = &mut parts[i];
+            let take = (part.records.len() - part.next).min(most);
             for (offset, record) in &part.records[part.next..part.next + take] {
                 emit(i, *offset, record.clone());
                 part.position = Some(offset + 1);
             }
             part.next += take;
-            left -= take;
-        }
+            take
+        });
         if self.parts.iter().all(|p| p.next >= p.records.len()) {
             Ok(ReadStatus::Exhausted)
         } else {

@@ -504,6 +504,31 @@ impl<R: PartitionReader> Driver<R> {
     }
 }
 
+/// Reads up to `budget` records from `n` partitions in turns, starting at partition
+/// `turn % n`, a fair share per turn: `take(i, most)` reads at most `most` records of
+/// partition `i` and returns how many it read. Stops when the budget is spent or a whole
+/// round read nothing.
+pub(crate) fn round_robin(
+    n: usize,
+    turn: &mut usize,
+    budget: usize,
+    mut take: impl FnMut(usize, usize) -> usize,
+) {
+    let mut left = budget;
+    let mut empty_rounds = 0;
+    while left > 0 && empty_rounds < n {
+        let i = *turn % n;
+        *turn = turn.wrapping_add(1);
+        let taken = take(i, left.div_ceil(n).max(1));
+        if taken == 0 {
+            empty_rounds += 1;
+        } else {
+            empty_rounds = 0;
+            left = left.saturating_sub(taken);
+        }
+    }
+}
+
 /// An in-memory partitioned log, the simplest [`PartitionReader`]: used by tests, benches and
 /// examples, and the reference for what a source must do.
 #[derive(Clone, Debug)]
@@ -555,28 +580,19 @@ impl<D: Clone + 'static> PartitionReader for MemoryReader<D> {
         budget: usize,
         emit: &mut dyn FnMut(usize, i64, D),
     ) -> Result<ReadStatus, String> {
-        let n = self.parts.len();
-        if n == 0 {
+        if self.parts.is_empty() {
             return Ok(ReadStatus::Exhausted);
         }
-        let mut left = budget;
-        let mut empty_rounds = 0;
-        while left > 0 && empty_rounds < n {
-            let i = self.turn % n;
-            self.turn = self.turn.wrapping_add(1);
-            let (data, at) = &mut self.parts[i];
-            let take = (data.len() - *at).min(left.div_ceil(n).max(1));
-            if take == 0 {
-                empty_rounds += 1;
-                continue;
-            }
-            empty_rounds = 0;
+        let parts = &mut self.parts;
+        round_robin(parts.len(), &mut self.turn, budget, |i, most| {
+            let (data, at) = &mut parts[i];
+            let take = (data.len() - *at).min(most);
             for (j, rec) in data[*at..*at + take].iter().enumerate() {
                 emit(i, (*at + j) as i64, rec.clone());
             }
             *at += take;
-            left -= take;
-        }
+            take
+        });
         if self.parts.iter().all(|(d, at)| *at >= d.len()) {
             Ok(ReadStatus::Exhausted)
         } else {
