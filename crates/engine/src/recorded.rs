@@ -8,14 +8,16 @@
 //! replay therefore mean the same as those of the live pipeline: a run from the broker can
 //! resume where the replay stopped, and a replay that crashed resumes from its own commits.
 //!
-//! [`ReplayLog`] is what the in-memory logs share, so a graph can be driven by either.
+//! [`ReplayLog`] is what the in-memory logs share, so a graph can be driven by either, and
+//! [`LogReader`] reads both: a [`MemoryLog`] partition addresses records by index (offset =
+//! index), a recorded one by the offsets it keeps ([`PartitionData`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::position::PartitionId;
 use crate::resume::ResumePlan;
-use crate::source::{owned_by, round_robin, MemoryLog, MemoryReader, PartitionReader, ReadStatus};
+use crate::source::{owned_by, MemoryLog, MemoryReader, PartitionReader, ReadStatus};
 
 /// A partitioned log held in memory that a source can replay.
 pub trait ReplayLog: Clone + Send + Sync + 'static {
@@ -47,7 +49,17 @@ impl<D: Clone + Send + Sync + 'static> ReplayLog for MemoryLog<D> {
 pub struct RecordedLog<D> {
     topic: String,
     /// Partition `p` at index `p`; a partition with no record is empty.
-    partitions: Vec<Arc<Vec<(i64, D)>>>,
+    partitions: Vec<Recorded<D>>,
+}
+
+/// One partition of a [`RecordedLog`]: its records with their offsets, ascending.
+#[derive(Debug)]
+pub struct Recorded<D>(Arc<Vec<(i64, D)>>);
+
+impl<D> Clone for Recorded<D> {
+    fn clone(&self) -> Self {
+        Recorded(self.0.clone())
+    }
 }
 
 /// Why records cannot form a log.
@@ -109,13 +121,16 @@ impl<D> RecordedLog<D> {
         }
         Ok(RecordedLog {
             topic,
-            partitions: partitions.into_iter().map(Arc::new).collect(),
+            partitions: partitions
+                .into_iter()
+                .map(|p| Recorded(Arc::new(p)))
+                .collect(),
         })
     }
 
     /// Records held.
     pub fn len(&self) -> usize {
-        self.partitions.iter().map(|p| p.len()).sum()
+        self.partitions.iter().map(|p| p.0.len()).sum()
     }
 
     /// Whether the log holds no record.
@@ -132,7 +147,7 @@ impl<D> RecordedLog<D> {
     pub fn ends(&self) -> Vec<Option<i64>> {
         self.partitions
             .iter()
-            .map(|p| p.last().map(|(o, _)| o + 1))
+            .map(|p| p.0.last().map(|(o, _)| o + 1))
             .collect()
     }
 }
@@ -146,22 +161,118 @@ impl<D: Clone + Send + Sync + 'static> ReplayLog for RecordedLog<D> {
     }
 
     fn reader(&self, worker: usize, peers: usize, plan: &ResumePlan) -> RecordedReader<D> {
+        LogReader::new(&self.topic, &self.partitions, worker, peers, plan)
+    }
+}
+
+/// Reads the owned partitions of a [`RecordedLog`], round-robin.
+pub type RecordedReader<D> = LogReader<Recorded<D>>;
+
+/// One partition's records held in memory, addressed by index.
+pub trait PartitionData: Clone + 'static {
+    /// The records.
+    type Record: Clone + 'static;
+    /// Records held.
+    fn len(&self) -> usize;
+    /// Whether the partition holds no record.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The offset and the record at index `i` (`i < len()`).
+    fn at(&self, i: usize) -> (i64, &Self::Record);
+    /// The index of the first record at or after `offset`.
+    fn index_of(&self, offset: i64) -> usize;
+    /// The position before anything is read, for a plan that starts at `start`.
+    fn initial_position(&self, start: Option<i64>) -> Option<i64>;
+}
+
+/// A [`MemoryLog`] partition: a record's offset is its index, and the position is always
+/// known (0 before the first record).
+impl<D: Clone + 'static> PartitionData for Arc<Vec<D>> {
+    type Record = D;
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn at(&self, i: usize) -> (i64, &D) {
+        (i as i64, &self[i])
+    }
+
+    fn index_of(&self, offset: i64) -> usize {
+        usize::try_from(offset.max(0)).unwrap_or(usize::MAX)
+    }
+
+    fn initial_position(&self, start: Option<i64>) -> Option<i64> {
+        Some(start.unwrap_or(0).max(0))
+    }
+}
+
+/// A [`RecordedLog`] partition: offsets as recorded; no position before the first record
+/// unless the plan gives one (the recorded log may start anywhere).
+impl<D: Clone + 'static> PartitionData for Recorded<D> {
+    type Record = D;
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn at(&self, i: usize) -> (i64, &D) {
+        let (offset, record) = &self.0[i];
+        (*offset, record)
+    }
+
+    fn index_of(&self, offset: i64) -> usize {
+        self.0.partition_point(|(o, _)| *o < offset)
+    }
+
+    fn initial_position(&self, start: Option<i64>) -> Option<i64> {
+        start
+    }
+}
+
+/// Reads the owned partitions of an in-memory log, a fair share of each per turn.
+#[derive(Debug)]
+pub struct LogReader<P> {
+    ids: Vec<PartitionId>,
+    parts: Vec<LogPartition<P>>,
+    turn: usize,
+}
+
+#[derive(Debug)]
+struct LogPartition<P> {
+    data: P,
+    /// Index of the next record to read.
+    next: usize,
+    /// The offset after the last record read (or the plan's start).
+    position: Option<i64>,
+}
+
+impl<P: PartitionData> LogReader<P> {
+    /// A reader of the partitions (partition `p` at index `p`) owned by `worker` of `peers`,
+    /// starting at the plan's offsets.
+    pub fn new(
+        topic: &str,
+        partitions: &[P],
+        worker: usize,
+        peers: usize,
+        plan: &ResumePlan,
+    ) -> Self {
         let mut ids = Vec::new();
         let mut parts = Vec::new();
-        for (i, records) in self.partitions.iter().enumerate() {
+        for (i, data) in partitions.iter().enumerate() {
             if owned_by(i, worker, peers) {
-                let id = PartitionId::new(self.topic.clone(), i as i32);
+                let id = PartitionId::new(topic, i as i32);
                 let start = plan.start_offset(&id);
-                let next = start.map_or(0, |s| records.partition_point(|(o, _)| *o < s));
-                ids.push(id);
-                parts.push(RecordedPartition {
-                    records: records.clone(),
-                    next,
-                    position: start,
+                parts.push(LogPartition {
+                    next: start.map_or(0, |s| data.index_of(s)).min(data.len()),
+                    position: data.initial_position(start),
+                    data: data.clone(),
                 });
+                ids.push(id);
             }
         }
-        RecordedReader {
+        LogReader {
             ids,
             parts,
             turn: 0,
@@ -169,25 +280,8 @@ impl<D: Clone + Send + Sync + 'static> ReplayLog for RecordedLog<D> {
     }
 }
 
-#[derive(Debug)]
-struct RecordedPartition<D> {
-    records: Arc<Vec<(i64, D)>>,
-    /// Index of the next record to read.
-    next: usize,
-    /// The offset after the last record read (or the plan's start).
-    position: Option<i64>,
-}
-
-/// Reads the owned partitions of a [`RecordedLog`], round-robin.
-#[derive(Debug)]
-pub struct RecordedReader<D> {
-    ids: Vec<PartitionId>,
-    parts: Vec<RecordedPartition<D>>,
-    turn: usize,
-}
-
-impl<D: Clone + 'static> PartitionReader for RecordedReader<D> {
-    type Record = D;
+impl<P: PartitionData> PartitionReader for LogReader<P> {
+    type Record = P::Record;
 
     fn partitions(&self) -> &[PartitionId] {
         &self.ids
@@ -196,23 +290,30 @@ impl<D: Clone + 'static> PartitionReader for RecordedReader<D> {
     fn read(
         &mut self,
         budget: usize,
-        emit: &mut dyn FnMut(usize, i64, D),
+        emit: &mut dyn FnMut(usize, i64, P::Record),
     ) -> Result<ReadStatus, String> {
-        if self.parts.is_empty() {
-            return Ok(ReadStatus::Exhausted);
-        }
-        let parts = &mut self.parts;
-        round_robin(parts.len(), &mut self.turn, budget, |i, most| {
-            let part = &mut parts[i];
-            let take = (part.records.len() - part.next).min(most);
-            for (offset, record) in &part.records[part.next..part.next + take] {
-                emit(i, *offset, record.clone());
+        let n = self.parts.len();
+        let mut left = budget;
+        let mut empty_rounds = 0;
+        while left > 0 && empty_rounds < n {
+            let i = self.turn % n;
+            self.turn = self.turn.wrapping_add(1);
+            let part = &mut self.parts[i];
+            let take = (part.data.len() - part.next).min(left.div_ceil(n).max(1));
+            if take == 0 {
+                empty_rounds += 1;
+                continue;
+            }
+            empty_rounds = 0;
+            for j in part.next..part.next + take {
+                let (offset, record) = part.data.at(j);
+                emit(i, offset, record.clone());
                 part.position = Some(offset + 1);
             }
             part.next += take;
-            take
-        });
-        if self.parts.iter().all(|p| p.next >= p.records.len()) {
+            left -= take;
+        }
+        if self.parts.iter().all(|p| p.next >= p.data.len()) {
             Ok(ReadStatus::Exhausted)
         } else {
             Ok(ReadStatus::Busy)

@@ -30,6 +30,7 @@ use timely::scheduling::SyncActivator;
 
 use crate::epoch::{Epoch, EpochClock, EpochPolicy, RunMode};
 use crate::position::{PartitionId, PositionUpdate};
+use crate::recorded::LogReader;
 use crate::resume::ResumePlan;
 use crate::runtime::WorkerContext;
 
@@ -504,31 +505,6 @@ impl<R: PartitionReader> Driver<R> {
     }
 }
 
-/// Reads up to `budget` records from `n` partitions in turns, starting at partition
-/// `turn % n`, a fair share per turn: `take(i, most)` reads at most `most` records of
-/// partition `i` and returns how many it read. Stops when the budget is spent or a whole
-/// round read nothing.
-pub(crate) fn round_robin(
-    n: usize,
-    turn: &mut usize,
-    budget: usize,
-    mut take: impl FnMut(usize, usize) -> usize,
-) {
-    let mut left = budget;
-    let mut empty_rounds = 0;
-    while left > 0 && empty_rounds < n {
-        let i = *turn % n;
-        *turn = turn.wrapping_add(1);
-        let taken = take(i, left.div_ceil(n).max(1));
-        if taken == 0 {
-            empty_rounds += 1;
-        } else {
-            empty_rounds = 0;
-            left = left.saturating_sub(taken);
-        }
-    }
-}
-
 /// An in-memory partitioned log, the simplest [`PartitionReader`]: used by tests, benches and
 /// examples, and the reference for what a source must do.
 #[derive(Clone, Debug)]
@@ -542,65 +518,9 @@ pub struct MemoryLog<D> {
 impl<D: Clone + 'static> MemoryLog<D> {
     /// A reader of the partitions owned by `worker` of `peers`, starting at the plan's offsets.
     pub fn reader(&self, worker: usize, peers: usize, plan: &ResumePlan) -> MemoryReader<D> {
-        let mut ids = Vec::new();
-        let mut parts = Vec::new();
-        for (i, p) in self.partitions.iter().enumerate() {
-            if owned_by(i, worker, peers) {
-                let id = PartitionId::new(self.topic.clone(), i as i32);
-                let start = plan.start_offset(&id).unwrap_or(0).max(0) as usize;
-                ids.push(id);
-                parts.push((p.clone(), start));
-            }
-        }
-        MemoryReader {
-            ids,
-            parts,
-            turn: 0,
-        }
+        LogReader::new(&self.topic, &self.partitions, worker, peers, plan)
     }
 }
 
 /// Reads the owned partitions of a [`MemoryLog`], round-robin.
-#[derive(Debug)]
-pub struct MemoryReader<D> {
-    ids: Vec<PartitionId>,
-    parts: Vec<(Arc<Vec<D>>, usize)>,
-    turn: usize,
-}
-
-impl<D: Clone + 'static> PartitionReader for MemoryReader<D> {
-    type Record = D;
-
-    fn partitions(&self) -> &[PartitionId] {
-        &self.ids
-    }
-
-    fn read(
-        &mut self,
-        budget: usize,
-        emit: &mut dyn FnMut(usize, i64, D),
-    ) -> Result<ReadStatus, String> {
-        if self.parts.is_empty() {
-            return Ok(ReadStatus::Exhausted);
-        }
-        let parts = &mut self.parts;
-        round_robin(parts.len(), &mut self.turn, budget, |i, most| {
-            let (data, at) = &mut parts[i];
-            let take = (data.len() - *at).min(most);
-            for (j, rec) in data[*at..*at + take].iter().enumerate() {
-                emit(i, (*at + j) as i64, rec.clone());
-            }
-            *at += take;
-            take
-        });
-        if self.parts.iter().all(|(d, at)| *at >= d.len()) {
-            Ok(ReadStatus::Exhausted)
-        } else {
-            Ok(ReadStatus::Busy)
-        }
-    }
-
-    fn position(&self, partition: usize) -> Option<i64> {
-        self.parts.get(partition).map(|(_, at)| *at as i64)
-    }
-}
+pub type MemoryReader<D> = LogReader<Arc<Vec<D>>>;
