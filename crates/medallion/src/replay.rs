@@ -10,7 +10,7 @@
 //!
 //! The bronze rows are held in memory for the replay (about the size of their payloads).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use alluvium_connectors::kafka::KafkaRecord;
@@ -68,8 +68,8 @@ pub fn bronze_logs(config: &LakeConfig, default: &Topics) -> Result<BronzeLogs, 
             .first()
             .map_or_else(|| default_name.clone(), |t| (*t).to_owned());
         let topic: Arc<str> = Arc::from(name.as_str());
-        // Sources repeat: share one string per distinct `_source`.
-        let mut origins: Vec<Arc<str>> = Vec::new();
+        // Sources repeat (one per CSV file, REST, CDC): one shared string per distinct one.
+        let mut origins: HashSet<Arc<str>> = HashSet::new();
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             records.push(bronze_record(&table, row, &topic, &mut origins)?);
@@ -96,7 +96,7 @@ fn bronze_record(
     table: &str,
     row: Vec<Value>,
     topic: &Arc<str>,
-    origins: &mut Vec<Arc<str>>,
+    origins: &mut HashSet<Arc<str>>,
 ) -> Result<(i32, i64, KafkaRecord), LakeError> {
     let mut cells = row.into_iter();
     let mut cell = || cells.next().unwrap_or(Value::Null);
@@ -124,11 +124,11 @@ fn bronze_record(
         ));
     };
     let origin = match source {
-        Value::String(s) => Some(match origins.iter().find(|o| ***o == *s) {
+        Value::String(s) => Some(match origins.get(s.as_str()) {
             Some(o) => o.clone(),
             None => {
                 let o: Arc<str> = Arc::from(s);
-                origins.push(o.clone());
+                origins.insert(o.clone());
                 o
             }
         }),
