@@ -157,14 +157,15 @@ pub fn maintain(args: MaintainArgs) -> Result<()> {
     let defs = alluvium_medallion::lake::all_defs();
     let reports = blocking(maintain(&config, &defs, &options))?;
     println!(
-        "{:<26} {:>10} {:>8} {:>8} {:>8}  note",
-        "table", "compacted", "written", "expired", "deleted"
+        "{:<26} {:>10} {:>8} {:>8} {:>8} {:>8}  note",
+        "table", "compacted", "deletes", "written", "expired", "deleted"
     );
     for r in &reports {
         println!(
-            "{:<26} {:>10} {:>8} {:>8} {:>8}  {}",
+            "{:<26} {:>10} {:>8} {:>8} {:>8} {:>8}  {}",
             r.table,
             r.files_compacted,
+            r.delete_files_removed,
             r.files_written,
             r.snapshots_expired,
             r.files_deleted,

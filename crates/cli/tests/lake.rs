@@ -169,6 +169,11 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     assert_eq!(progress.trim().parse::<u64>().unwrap(), last_gold);
     let uri = format!("sqlite:///{}", lake.join("catalog.db").display());
     let warehouse = format!("file://{}", lake.join("warehouse").display());
+    // Retractions were committed as position deletes, which every reader below applies.
+    assert!(
+        delete_files(&config) > 0,
+        "no current-state table has position deletes"
+    );
     assert_engine_reads("pyiceberg", &uri, &warehouse, None, &dir.path().join("py"));
     assert_engine_reads("duckdb", &uri, &warehouse, None, &dir.path().join("duckdb"));
 
@@ -232,6 +237,8 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         lake.to_str().unwrap(),
     ]);
     assert_lake_matches_expected(&lake, &dir.path().join("csv-after-maintain"));
+    // Compaction folded the deletes into the files (the run after it changed nothing).
+    assert_eq!(delete_files(&config), 0);
     assert_bronze_exact(&config);
 
     // The same into the S3 server, with the catalog in its own SQLite file.
@@ -682,4 +689,21 @@ fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
     );
     assert_lake_matches_expected(&lake, &dir.path().join("csv-after-maintain"));
     assert_bronze_exact(&config);
+}
+
+/// Live position delete files over every current-state table of the lake.
+fn delete_files(config: &LakeConfig) -> usize {
+    blocking(async {
+        let catalog = config.open_catalog().await?;
+        let mut n = 0;
+        for def in table_defs() {
+            let t = alluvium_connectors::lake::commit::ensure_table(&catalog, &def).await?;
+            n += alluvium_connectors::lake::commit::live_files_and_deletes(&t)
+                .await?
+                .1
+                .len();
+        }
+        Ok(n)
+    })
+    .unwrap()
 }

@@ -24,9 +24,9 @@ use std::str::FromStr;
 
 use alluvium_engine::{Checkpoint, Epoch, Positions};
 use iceberg::spec::{
-    DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
-    MAIN_BRANCH,
+    DataContentType, DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -128,8 +128,15 @@ pub fn last_commit(table: &Table) -> Result<Option<Checkpoint>, LakeError> {
 
 /// The live data files of the table's current snapshot.
 pub async fn live_files(table: &Table) -> Result<Vec<DataFile>, LakeError> {
+    Ok(live_files_and_deletes(table).await?.0)
+}
+
+/// The live data files and the live delete files of the table's current snapshot.
+pub async fn live_files_and_deletes(
+    table: &Table,
+) -> Result<(Vec<DataFile>, Vec<DataFile>), LakeError> {
     let Some(snapshot) = table.metadata().current_snapshot() else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let name = table.identifier().to_string();
     let list = table
@@ -137,23 +144,23 @@ pub async fn live_files(table: &Table) -> Result<Vec<DataFile>, LakeError> {
         .load()
         .await
         .map_err(err(format!("reading the manifest list of {name}")))?;
-    let mut files = Vec::new();
+    let (mut data, mut deletes) = (Vec::new(), Vec::new());
     for manifest in list.entries() {
-        if manifest.content != ManifestContentType::Data {
-            continue;
-        }
         let m = manifest
             .load_manifest(table.file_io())
             .await
             .map_err(err(format!("reading a manifest of {name}")))?;
-        files.extend(
-            m.entries()
-                .iter()
-                .filter(|e| e.is_alive())
-                .map(|e| e.data_file().clone()),
-        );
+        let live = m
+            .entries()
+            .iter()
+            .filter(|e| e.is_alive())
+            .map(|e| e.data_file().clone());
+        match manifest.content {
+            ManifestContentType::Data => data.extend(live),
+            ManifestContentType::Deletes => deletes.extend(live),
+        }
     }
-    Ok(files)
+    Ok((data, deletes))
 }
 
 /// Manifests already read, by path (manifest files are immutable): a committer checks the
@@ -163,9 +170,10 @@ pub type ManifestCache = HashMap<String, std::sync::Arc<iceberg::spec::Manifest>
 /// What one snapshot changes.
 #[derive(Debug, Default)]
 pub struct SnapshotChange {
-    /// Data files to add.
+    /// Files to add: data files and position delete files (told apart by their content
+    /// type; they go to a data and a delete manifest).
     pub added: Vec<DataFile>,
-    /// Paths of live data files to remove.
+    /// Paths of live data or delete files to remove.
     pub removed: HashSet<String>,
     /// Extra summary properties (epoch, positions, ...).
     pub properties: HashMap<String, String>,
@@ -215,6 +223,7 @@ pub async fn commit_snapshot(
     // 1. Carry over or rewrite the current manifests.
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let (mut removed_files, mut removed_records) = (0u64, 0u64);
+    let (mut removed_delete_files, mut removed_deletes) = (0u64, 0u64);
     if let Some(current) = metadata.current_snapshot() {
         let list = table
             .manifest_list_reader(current)
@@ -223,17 +232,17 @@ pub async fn commit_snapshot(
             .map_err(err(format!("reading the manifest list of {name}")))?;
         for manifest in list.consume_entries() {
             // A manifest whose files were all deleted by an earlier snapshot holds nothing.
-            if manifest.content == ManifestContentType::Data
-                && manifest.added_files_count == Some(0)
+            if manifest.added_files_count == Some(0)
                 && manifest.existing_files_count == Some(0)
                 && manifest.added_snapshot_id != metadata.current_snapshot_id().unwrap_or(-1)
             {
                 continue;
             }
-            if change.removed.is_empty() || manifest.content != ManifestContentType::Data {
+            if change.removed.is_empty() {
                 manifests.push(manifest);
                 continue;
             }
+            let is_data = manifest.content == ManifestContentType::Data;
             let m = match cache.get(&manifest.manifest_path) {
                 Some(m) => m.clone(),
                 None => {
@@ -258,16 +267,25 @@ pub async fn commit_snapshot(
             let output = file_io
                 .new_output(manifest_path())
                 .map_err(err(format!("creating a manifest of {name}")))?;
-            let mut writer =
-                ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone())
-                    .build_v2_data();
+            let builder =
+                ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone());
+            let mut writer = if is_data {
+                builder.build_v2_data()
+            } else {
+                builder.build_v2_deletes()
+            };
             let mut kept = 0;
             for entry in m.entries().iter().filter(|e| e.is_alive()) {
                 let seq = entry.sequence_number().unwrap_or(0);
                 let file_seq = entry.file_sequence_number;
                 if change.removed.contains(entry.file_path()) {
-                    removed_files += 1;
-                    removed_records += entry.data_file().record_count();
+                    if is_data {
+                        removed_files += 1;
+                        removed_records += entry.data_file().record_count();
+                    } else {
+                        removed_delete_files += 1;
+                        removed_deletes += entry.data_file().record_count();
+                    }
                     writer
                         .add_delete_file(entry.data_file().clone(), seq, file_seq)
                         .map_err(err(format!("rewriting a manifest of {name}")))?;
@@ -293,17 +311,34 @@ pub async fn commit_snapshot(
         }
     }
 
-    // 2. The new files.
-    let added_files = change.added.len() as u64;
-    let added_records: u64 = change.added.iter().map(|f| f.record_count()).sum();
-    let added_bytes: u64 = change.added.iter().map(|f| f.file_size_in_bytes()).sum();
-    if !change.added.is_empty() {
+    // 2. The new files: data files in one manifest, position deletes in another.
+    let (added, added_delete_files): (Vec<DataFile>, Vec<DataFile>) = change
+        .added
+        .into_iter()
+        .partition(|f| f.content_type() == DataContentType::Data);
+    let added_files = added.len() as u64;
+    let added_records: u64 = added.iter().map(|f| f.record_count()).sum();
+    let added_bytes: u64 = added
+        .iter()
+        .chain(&added_delete_files)
+        .map(|f| f.file_size_in_bytes())
+        .sum();
+    let added_deletes: u64 = added_delete_files.iter().map(|f| f.record_count()).sum();
+    let added_delete_count = added_delete_files.len() as u64;
+    for (files, data) in [(added, true), (added_delete_files, false)] {
+        if files.is_empty() {
+            continue;
+        }
         let output = file_io
             .new_output(manifest_path())
             .map_err(err(format!("creating a manifest of {name}")))?;
-        let mut writer = ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone())
-            .build_v2_data();
-        for file in change.added {
+        let builder = ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone());
+        let mut writer = if data {
+            builder.build_v2_data()
+        } else {
+            builder.build_v2_deletes()
+        };
+        for file in files {
             writer
                 .add_file(file, sequence)
                 .map_err(err(format!("writing a manifest of {name}")))?;
@@ -357,10 +392,30 @@ pub async fn commit_snapshot(
             .saturating_sub(removed_records)
             .to_string(),
     );
-    properties.insert("total-delete-files".into(), "0".into());
-    properties.insert("total-position-deletes".into(), "0".into());
+    properties.insert("added-delete-files".into(), added_delete_count.to_string());
+    properties.insert("added-position-deletes".into(), added_deletes.to_string());
+    properties.insert(
+        "removed-delete-files".into(),
+        removed_delete_files.to_string(),
+    );
+    properties.insert(
+        "removed-position-deletes".into(),
+        removed_deletes.to_string(),
+    );
+    properties.insert(
+        "total-delete-files".into(),
+        (total("total-delete-files") + added_delete_count)
+            .saturating_sub(removed_delete_files)
+            .to_string(),
+    );
+    properties.insert(
+        "total-position-deletes".into(),
+        (total("total-position-deletes") + added_deletes)
+            .saturating_sub(removed_deletes)
+            .to_string(),
+    );
     properties.insert("total-equality-deletes".into(), "0".into());
-    let operation = if removed_files == 0 {
+    let operation = if removed_files == 0 && added_delete_count == 0 && removed_delete_files == 0 {
         Operation::Append
     } else {
         Operation::Overwrite

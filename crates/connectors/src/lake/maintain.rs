@@ -5,7 +5,9 @@
 //! snapshot history. Maintenance, safe to run beside a live pipeline:
 //!
 //! - **compaction**: per partition, the data files smaller than a threshold are read and
-//!   rewritten as one file (rolling at the target size) in a single overwrite snapshot. The
+//!   rewritten as one file (rolling at the target size) in a single overwrite snapshot; a
+//!   partition that has position deletes (current-state tables, see [`super::deletes`]) is
+//!   rewritten whole with the deletes applied, and its delete files are removed. The
 //!   snapshot carries the epoch and positions of the table's last committed epoch — it holds
 //!   exactly that epoch's rows — so recovery and fencing see no difference. If the pipeline
 //!   commits in between, the compare-and-swap fails and the table is skipped this time;
@@ -25,10 +27,10 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::Catalog;
 
 use super::commit::{
-    commit_snapshot, ensure_table, last_commit, live_files, SnapshotChange, EPOCH_PROPERTY,
-    POSITIONS_PROPERTY,
+    commit_snapshot, ensure_table, last_commit, live_files_and_deletes, SnapshotChange,
+    EPOCH_PROPERTY, POSITIONS_PROPERTY,
 };
-use super::read::read_data_file;
+use super::deletes::{read_live_rows, DeletedPositions};
 use super::sink::OpenTable;
 use super::table::{Row, TableDef};
 use super::{LakeConfig, LakeError};
@@ -66,6 +68,8 @@ pub struct TableReport {
     pub files_compacted: usize,
     /// Files compaction wrote.
     pub files_written: usize,
+    /// Position delete files folded into the compacted files.
+    pub delete_files_removed: usize,
     /// Snapshots expired.
     pub snapshots_expired: usize,
     /// Data files, manifests and manifest lists deleted after expiry.
@@ -133,32 +137,53 @@ async fn compact(
     let Some(checkpoint) = last_commit(table)? else {
         return Ok(None); // nothing committed by a pipeline yet
     };
+    // Per partition: its small files, and whether position deletes apply to it. A
+    // partition with deletes is compacted whole (every data file read with its deletes
+    // applied and rewritten), so its delete files can all be removed.
+    let (data, delete_files) = live_files_and_deletes(table).await?;
+    let mut with_deletes: HashMap<Struct, Vec<String>> = HashMap::new();
+    for file in &delete_files {
+        with_deletes
+            .entry(file.partition().clone())
+            .or_default()
+            .push(file.file_path().to_string());
+    }
     let mut groups: HashMap<Struct, Vec<String>> = HashMap::new();
-    for file in live_files(table).await? {
-        if file.file_size_in_bytes() < small {
+    for file in &data {
+        if file.file_size_in_bytes() < small || with_deletes.contains_key(file.partition()) {
             groups
                 .entry(file.partition().clone())
                 .or_default()
                 .push(file.file_path().to_string());
         }
     }
-    groups.retain(|_, files| files.len() >= 2);
+    groups.retain(|partition, files| files.len() >= 2 || with_deletes.contains_key(partition));
     if groups.is_empty() {
         return Ok(None);
     }
+    let deleted = DeletedPositions::read(table, &delete_files).await?;
     let open = OpenTable::new(def.clone(), table.clone())?;
     let mut change = SnapshotChange::default();
     let mut rows: Vec<Row> = Vec::new();
-    for files in groups.values() {
+    for (partition, files) in &groups {
         for path in files {
-            rows.extend(read_data_file(table, path).await?);
+            rows.extend(
+                read_live_rows(table, path, deleted.of(path))
+                    .await?
+                    .into_iter()
+                    .map(|(_, row)| row),
+            );
             change.removed.insert(path.clone());
+        }
+        for path in with_deletes.get(partition).into_iter().flatten() {
+            change.removed.insert(path.clone());
+            report.delete_files_removed += 1;
         }
     }
     let counted: Vec<(&Row, usize)> = rows.iter().map(|r| (r, 1)).collect();
     let prefix = format!("compact-{}", uuid::Uuid::new_v4().simple());
     change.added = open.write_files(config, &prefix, &counted).await?;
-    report.files_compacted = change.removed.len();
+    report.files_compacted = change.removed.len() - report.delete_files_removed;
     report.files_written = change.added.len();
     change
         .properties

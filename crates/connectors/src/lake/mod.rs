@@ -22,6 +22,7 @@
 
 pub mod commit;
 mod config;
+mod deletes;
 pub mod maintain;
 pub mod metrics;
 pub mod read;

@@ -1,8 +1,9 @@
 //! Reading tables back as [`Row`]s, for exports, checks and tools (readers that query should
 //! use an engine: PyIceberg, DuckDB, Spark).
 //!
-//! [`scan_table`] reads the live data files of the current snapshot directly: the tables this
-//! sink writes never carry delete files, so those files are exactly the table. It also works
+//! [`scan_table`] reads the live data files of the current snapshot directly and leaves out
+//! the rows the snapshot's position deletes remove (current-state tables drop rows that way,
+//! see [`super::deletes`]). It also works
 //! where iceberg-rust 0.10.1's own scan does not: that scan resolves the column name
 //! `_partition` (a bronze and quarantine column of the spec) to its reserved metadata column
 //! and fails with "field not found". [`scan_table_with_iceberg`] is the library's scan, for
@@ -11,9 +12,9 @@
 use futures::TryStreamExt;
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::commit::live_files;
+use super::commit::live_files_and_deletes;
+use super::deletes::{read_live_rows, DeletedPositions};
 use super::table::{from_record_batch, Row, TableDef};
 use super::{LakeConfig, LakeError};
 
@@ -39,35 +40,23 @@ async fn load(config: &LakeConfig, def: &TableDef) -> Result<Option<Table>, Lake
         .then_some(table))
 }
 
-/// Reads every row of one data file.
-pub(crate) async fn read_data_file(table: &Table, path: &str) -> Result<Vec<Row>, LakeError> {
-    let bytes = table
-        .file_io()
-        .new_input(path)
-        .map_err(|e| LakeError::iceberg(format!("opening {path}"), e))?
-        .read()
-        .await
-        .map_err(|e| LakeError::iceberg(format!("reading {path}"), e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
-        .map_err(|e| LakeError::Data(format!("reading {path}: {e}")))?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| LakeError::Data(format!("reading {path}: {e}")))?;
-        rows.extend(from_record_batch(&batch)?);
-    }
-    Ok(rows)
-}
-
 /// Every row of `def`'s current snapshot (empty when the table does not exist yet), in the
 /// column order of `def`.
 pub async fn scan_table(config: &LakeConfig, def: &TableDef) -> Result<Vec<Row>, LakeError> {
     let Some(table) = load(config, def).await? else {
         return Ok(Vec::new());
     };
+    let (data, deletes) = live_files_and_deletes(&table).await?;
+    let deleted = DeletedPositions::read(&table, &deletes).await?;
     let mut rows = Vec::new();
-    for file in live_files(&table).await? {
-        rows.extend(read_data_file(&table, file.file_path()).await?);
+    for file in data {
+        let path = file.file_path();
+        rows.extend(
+            read_live_rows(&table, path, deleted.of(path))
+                .await?
+                .into_iter()
+                .map(|(_, row)| row),
+        );
     }
     Ok(rows)
 }

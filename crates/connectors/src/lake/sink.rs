@@ -25,10 +25,10 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::commit::{
-    commit_snapshot, ensure_table, last_commit, live_files, ManifestCache, SnapshotChange,
-    EPOCH_PROPERTY, POSITIONS_PROPERTY,
+    commit_snapshot, ensure_table, last_commit, live_files_and_deletes, ManifestCache,
+    SnapshotChange, EPOCH_PROPERTY, POSITIONS_PROPERTY,
 };
-use super::read::read_data_file;
+use super::deletes::{read_live_rows, write_position_deletes, DeletedPositions};
 use super::table::{group_by_partition, to_record_batch, Partitioner, Row, TableDef, TableMode};
 use super::{LakeConfig, LakeError};
 
@@ -336,26 +336,55 @@ struct TableState<'a> {
     manifests: &'a mut ManifestCache,
 }
 
-/// Where the rows of a current-state table live: a row's hash → the file groups holding it
-/// (one entry per copy), and each group's files and partition. A retraction then rewrites
-/// only the group holding the row (typically the small files of recent epochs), not the whole
-/// partition. Memory: roughly 40 bytes per live row.
+/// Where the rows of a current-state table live: each live row's 128-bit hash → its
+/// `(file, position)` (one entry per copy), and each live data file's path, partition and
+/// number of live rows. A retraction then becomes a position delete, found without reading
+/// any file. Built by reading the table once when the committer starts (or after a failed
+/// commit). Memory: roughly 50 bytes per live row.
 struct RowIndex {
-    rows: HashMap<u64, Vec<u32>>,
-    groups: HashMap<u32, (Vec<String>, Struct)>,
-    next_group: u32,
+    rows: HashMap<u128, Locations>,
+    files: HashMap<u32, IndexedFile>,
+    next_file: u32,
     partitioned: bool,
 }
 
-fn row_hash(row: &Row) -> u64 {
+/// The copies of one row (almost always one).
+enum Locations {
+    One(Location),
+    Many(Vec<Location>),
+}
+
+/// A row copy: the index of its data file and its position in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    file: u32,
+    pos: u32,
+}
+
+struct IndexedFile {
+    path: Arc<str>,
+    partition: Struct,
+    /// Rows of the file not deleted yet; at zero the file itself is removed.
+    live: u64,
+}
+
+/// Two independent 64-bit hashes: a collision would delete the wrong row without reading
+/// it, so the index keys on 128 bits (a collision among 10^9 rows has odds of ~10^-21).
+fn row_hash(row: &Row) -> u128 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    row.hash(&mut h);
-    h.finish()
+    // SipHash is a keyed PRF: the same row behind two different prefixes gives two
+    // independent 64-bit values.
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        row.hash(&mut h);
+        h.finish()
+    };
+    ((half(0) as u128) << 64) | half(1) as u128
 }
 
 impl RowIndex {
-    /// Reads every live file of the table (once per committer, or after a conflict).
+    /// Reads every live data file of the table, minus the rows its position deletes remove.
     async fn build(open: &OpenTable) -> Result<Self, LakeError> {
         let partitioned = !open
             .table
@@ -365,65 +394,90 @@ impl RowIndex {
             .is_empty();
         let mut index = RowIndex {
             rows: HashMap::new(),
-            groups: HashMap::new(),
-            next_group: 0,
+            files: HashMap::new(),
+            next_file: 0,
             partitioned,
         };
-        for file in live_files(&open.table).await? {
-            let partition = if partitioned {
-                file.partition().clone()
-            } else {
-                Struct::empty()
-            };
-            let group = index.add_group(vec![file.file_path().to_string()], partition);
-            for row in read_data_file(&open.table, file.file_path()).await? {
-                index.remember(&row, group);
+        let (data, deletes) = live_files_and_deletes(&open.table).await?;
+        let deleted = DeletedPositions::read(&open.table, &deletes).await?;
+        for file in data {
+            let path = file.file_path();
+            let rows = read_live_rows(&open.table, path, deleted.of(path)).await?;
+            let id = index.add_file(path.into(), file.partition().clone(), rows.len() as u64);
+            for (pos, row) in rows {
+                index.remember(&row, id, pos);
             }
         }
         Ok(index)
     }
 
-    fn add_group(&mut self, paths: Vec<String>, partition: Struct) -> u32 {
-        let id = self.next_group;
-        self.next_group += 1;
-        self.groups.insert(id, (paths, partition));
+    fn add_file(&mut self, path: Arc<str>, partition: Struct, live: u64) -> u32 {
+        let id = self.next_file;
+        self.next_file += 1;
+        let partition = if self.partitioned {
+            partition
+        } else {
+            Struct::empty()
+        };
+        self.files.insert(
+            id,
+            IndexedFile {
+                path,
+                partition,
+                live,
+            },
+        );
         id
     }
 
-    fn remember(&mut self, row: &Row, group: u32) {
-        self.rows.entry(row_hash(row)).or_default().push(group);
+    fn remember(&mut self, row: &Row, file: u32, pos: i64) {
+        let at = Location {
+            file,
+            pos: pos as u32,
+        };
+        match self.rows.entry(row_hash(row)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Locations::One(at));
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let entry = o.get_mut();
+                match entry {
+                    Locations::One(first) => *entry = Locations::Many(vec![*first, at]),
+                    Locations::Many(all) => all.push(at),
+                }
+            }
+        }
     }
 
-    /// Removes one copy of `row` and returns the group holding it.
-    fn take(&mut self, row: &Row) -> Option<u32> {
+    /// Removes one copy of `row` and returns where it was.
+    fn take(&mut self, row: &Row) -> Option<Location> {
         let h = row_hash(row);
-        let groups = self.rows.get_mut(&h)?;
-        let g = groups.pop();
-        if groups.is_empty() {
+        let entry = self.rows.get_mut(&h)?;
+        let (at, now_empty) = match entry {
+            Locations::One(at) => (*at, true),
+            Locations::Many(all) => {
+                let at = all.pop()?;
+                (at, all.is_empty())
+            }
+        };
+        if now_empty {
             self.rows.remove(&h);
         }
-        g
-    }
-
-    /// Removes the entry of one copy of `row` in `group` (the row moves to a new group).
-    fn forget(&mut self, row: &Row, group: u32) {
-        let h = row_hash(row);
-        if let Some(groups) = self.rows.get_mut(&h) {
-            if let Some(i) = groups.iter().position(|g| *g == group) {
-                groups.swap_remove(i);
-            }
-            if groups.is_empty() {
-                self.rows.remove(&h);
-            }
-        }
+        Some(at)
     }
 }
 
+/// Rows per data file position: positions are `u32` in the index.
+const MAX_ROWS_PER_FILE: u64 = u32::MAX as u64;
+
 impl IcebergCommitter {
-    /// Applies current-state changes by rewriting only the file groups that hold retracted
-    /// rows (found through the table's [`RowIndex`]); inserted rows and the surviving rows of
-    /// rewritten groups go to new files, per partition.
-    async fn rewrite(
+    /// Applies current-state changes as merge-on-read: the epoch's inserted rows become new
+    /// data files, its retractions become position deletes (one small file per partition)
+    /// found through the table's [`RowIndex`]; a data file whose rows are all deleted is
+    /// removed instead. No existing file is read or rewritten, so a commit costs the size of
+    /// the epoch's changes, not of the rows around them. `alluvium maintain` later folds the
+    /// deletes into compacted files.
+    async fn apply_changes(
         config: &LakeConfig,
         open: &OpenTable,
         index: &mut RowIndex,
@@ -440,74 +494,106 @@ impl IcebergCommitter {
         if diffs.is_empty() {
             return Ok(change);
         }
-        // Which groups hold the retracted rows.
-        let mut touched: HashMap<u32, HashMap<Row, isize>> = HashMap::new();
+        let started = std::time::Instant::now();
+        // Retractions: where each retracted copy lives.
+        let mut deleted: HashMap<u32, Vec<i64>> = HashMap::new();
         for (row, d) in diffs.iter().filter(|(_, d)| **d < 0) {
             for _ in 0..-d {
-                let group = index.take(row).ok_or_else(|| {
+                let at = index.take(row).ok_or_else(|| {
                     LakeError::Data(format!(
                         "table {name}: epoch {epoch} retracts a row the table does not hold: {row:?}"
                     ))
                 })?;
-                *touched
-                    .entry(group)
-                    .or_default()
-                    .entry(row.clone())
-                    .or_default() += 1;
+                deleted.entry(at.file).or_default().push(at.pos as i64);
             }
         }
-        // Rewrite them: their rows minus the retracted ones, plus the inserted rows.
-        let mut next: HashMap<Struct, Vec<(Row, usize)>> = HashMap::new();
-        for (group, mut retracted) in touched {
-            let Some((paths, partition)) = index.groups.remove(&group) else {
+        let mut deletes: HashMap<Struct, Vec<(Arc<str>, i64)>> = HashMap::new();
+        let mut positions_deleted = 0usize;
+        for (file, positions) in deleted {
+            let Some(f) = index.files.get_mut(&file) else {
                 return Err(LakeError::Data(format!(
                     "table {name}: row index out of date"
                 )));
             };
-            let out = next.entry(partition).or_default();
-            for path in paths {
-                for row in read_data_file(&open.table, &path).await? {
-                    if let Some(n) = retracted.get_mut(&row).filter(|n| **n > 0) {
-                        *n -= 1; // retracted: its index entry was taken above
-                        continue;
-                    }
-                    index.forget(&row, group);
-                    out.push((row, 1));
-                }
-                change.removed.insert(path);
+            f.live = f.live.saturating_sub(positions.len() as u64);
+            if f.live == 0 {
+                // Every row gone: drop the file rather than list all its positions.
+                change.removed.insert(f.path.to_string());
+                index.files.remove(&file);
+                continue;
             }
-            if let Some((row, _)) = retracted.iter().find(|(_, n)| **n > 0) {
-                return Err(LakeError::Data(format!(
-                    "table {name}: row index out of date (a retracted row is not in its file): {row:?}"
-                )));
-            }
+            positions_deleted += positions.len();
+            let out = deletes.entry(f.partition.clone()).or_default();
+            out.extend(positions.into_iter().map(|p| (f.path.clone(), p)));
         }
-        for (row, d) in diffs.into_iter().filter(|(_, d)| *d > 0) {
+        let prefix = format!("e{epoch}-c-{}", uuid::Uuid::new_v4().simple());
+        for (partition, mut entries) in deletes {
+            change
+                .added
+                .push(write_position_deletes(&open.table, partition, &prefix, &mut entries).await?);
+        }
+        // Inserts: new data files, per partition; a row's position is its place in the
+        // order written (files of one partition roll over in that order).
+        let inserted: Vec<(Row, usize)> = diffs
+            .into_iter()
+            .filter(|(_, d)| *d > 0)
+            .map(|(r, d)| (r, d as usize))
+            .collect();
+        let mut by_partition: HashMap<Struct, Vec<(&Row, usize)>> = HashMap::new();
+        for (row, n) in &inserted {
             let partition = if index.partitioned {
-                open.partitioner.partition(&row)?
+                open.partitioner.partition(row)?
             } else {
                 Struct::empty()
             };
-            next.entry(partition).or_default().push((row, d as usize));
+            by_partition.entry(partition).or_default().push((row, *n));
         }
-        for (partition, rows) in next {
-            if rows.is_empty() {
-                continue;
+        let mut rows_inserted = 0usize;
+        for (i, (partition, rows)) in by_partition.into_iter().enumerate() {
+            let files = open
+                .write_files(config, &format!("{prefix}-{i}"), &rows)
+                .await?;
+            let written: u64 = files.iter().map(|f| f.record_count()).sum();
+            let expected: usize = rows.iter().map(|(_, n)| *n).sum();
+            if written != expected as u64 {
+                return Err(LakeError::Data(format!(
+                    "table {name}: wrote {written} rows for {expected} inserted"
+                )));
             }
-            let refs: Vec<(&Row, usize)> = rows.iter().map(|(r, n)| (r, *n)).collect();
-            let prefix = format!("e{epoch}-c-{}", uuid::Uuid::new_v4().simple());
-            let files = open.write_files(config, &prefix, &refs).await?;
-            let group = index.add_group(
-                files.iter().map(|f| f.file_path().to_string()).collect(),
-                partition,
-            );
-            for (row, n) in &rows {
-                for _ in 0..*n {
-                    index.remember(row, group);
+            let mut copies = rows.iter().flat_map(|(r, n)| std::iter::repeat_n(*r, *n));
+            for file in &files {
+                if file.record_count() > MAX_ROWS_PER_FILE {
+                    return Err(LakeError::Data(format!(
+                        "table {name}: a data file of more than {MAX_ROWS_PER_FILE} rows"
+                    )));
+                }
+                let id = index.add_file(
+                    file.file_path().into(),
+                    partition.clone(),
+                    file.record_count(),
+                );
+                for pos in 0..file.record_count() as i64 {
+                    let Some(row) = copies.next() else {
+                        return Err(LakeError::Data(format!(
+                            "table {name}: fewer rows than the files hold"
+                        )));
+                    };
+                    index.remember(row, id, pos);
                 }
             }
+            rows_inserted += expected;
             change.added.extend(files);
         }
+        tracing::debug!(
+            table = %name,
+            epoch,
+            rows_inserted,
+            positions_deleted,
+            files_removed = change.removed.len(),
+            files_added = change.added.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "current-state changes written"
+        );
         Ok(change)
     }
 
@@ -570,7 +656,7 @@ impl IcebergCommitter {
                             StagedTable::Files { .. } => Vec::new(),
                         })
                         .collect();
-                    match Self::rewrite(config, open, index, epoch, rows).await {
+                    match Self::apply_changes(config, open, index, epoch, rows).await {
                         Ok(change) => change,
                         Err(e) => {
                             *index_slot = None; // rebuilt from the table on retry
