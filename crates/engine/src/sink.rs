@@ -90,7 +90,30 @@ pub trait SinkCommitter: 'static {
         staged: &[Self::Staged],
         positions: &Positions,
     ) -> Result<(), SinkError>;
+
+    /// How many consecutive epochs this committer takes at once when it has fallen behind
+    /// (1, the default: never grouped). A committer whose commit has a fixed cost (files,
+    /// snapshots, round trips) catches up by committing the waiting epochs together.
+    fn max_group(&self) -> usize {
+        1
+    }
+
+    /// Atomically commits consecutive epochs, oldest first, as one: afterwards the sink's
+    /// checkpoint is the last of them, with its positions, and the epochs before it are never
+    /// visible on their own. Called only with up to [`SinkCommitter::max_group`] epochs, and
+    /// retried on transient errors, so it must skip what an earlier attempt committed. The
+    /// default commits them one by one.
+    fn commit_group(&mut self, group: &[EpochToCommit<Self::Staged>]) -> Result<(), SinkError> {
+        for (epoch, staged, positions) in group {
+            self.commit(*epoch, staged, positions)?;
+        }
+        Ok(())
+    }
 }
+
+/// One epoch waiting for its commit: the epoch, the staged pieces of every worker, and the
+/// source positions at its end.
+pub type EpochToCommit<P> = (Epoch, Vec<P>, Positions);
 
 /// A sink: a cloneable description from which every worker builds its writer, and worker 0
 /// its committer.
@@ -311,7 +334,7 @@ where
             // epochs while an epoch commits. Jobs are taken in order, so epochs commit in
             // order; an epoch's capability is held until its commit is done, so the probe
             // (and the sources' backpressure) still see only committed epochs.
-            type Job<P> = (Epoch, Vec<P>, Positions);
+            type Job<P> = EpochToCommit<P>;
             type Done = (Epoch, Result<Duration, SinkError>);
             let mut jobs: Option<std::sync::mpsc::Sender<Job<S::Staged>>> = None;
             let mut done: Option<std::sync::mpsc::Receiver<Done>> = None;
@@ -332,7 +355,18 @@ where
                         metrics.commits.get_or_create(&labels).inc_by(0);
                         metrics.commit_failures.get_or_create(&labels).inc_by(0);
                         let mut broken = false;
-                        while let Ok((epoch, pieces, positions)) = job_rx.recv() {
+                        let max_group = committer.max_group().max(1);
+                        while let Ok(first) = job_rx.recv() {
+                            // Epochs that queued up while the last commit ran go together
+                            // (when the committer allows it): one commit catches up.
+                            let mut group = vec![first];
+                            while group.len() < max_group {
+                                match job_rx.try_recv() {
+                                    Ok(job) => group.push(job),
+                                    Err(_) => break,
+                                }
+                            }
+                            let epoch = group.last().map(|(e, _, _)| *e).unwrap_or_default();
                             if broken {
                                 // Answer every later epoch (in order, after the real error).
                                 let skipped = SinkError::Fatal(format!(
@@ -344,9 +378,20 @@ where
                             }
                             crate::failpoint::hang("hang_before_commit", &thread_name);
                             let started = std::time::Instant::now();
-                            let result = retry_transient("commit", || {
-                                committer.commit(epoch, &pieces, &positions)
+                            let result = retry_transient("commit", || match group.as_slice() {
+                                [(epoch, pieces, positions)] => {
+                                    committer.commit(*epoch, pieces, positions)
+                                }
+                                many => committer.commit_group(many),
                             });
+                            if group.len() > 1 {
+                                tracing::debug!(
+                                    sink = %thread_name,
+                                    epochs = group.len(),
+                                    last = epoch,
+                                    "committed waiting epochs together"
+                                );
+                            }
                             let ok = result.is_ok();
                             if ok {
                                 crate::failpoint::hit("after_commit", &thread_name);

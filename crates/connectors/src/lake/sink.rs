@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use alluvium_engine::{Checkpoint, Epoch, Positions, Sink, SinkCommitter, SinkError, SinkWriter};
+use alluvium_engine::{
+    Checkpoint, Epoch, EpochToCommit, Positions, Sink, SinkCommitter, SinkError, SinkWriter,
+};
 use iceberg::spec::{
     deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, DataFileFormat,
     FormatVersion, PartitionKey, Struct,
@@ -718,24 +720,29 @@ impl IcebergCommitter {
     }
 }
 
-impl SinkCommitter for IcebergCommitter {
-    type Staged = Vec<StagedTable>;
-
-    fn commit(
+impl IcebergCommitter {
+    /// Commits consecutive epochs (oldest first) as one snapshot per table, labelled with
+    /// the last epoch and its positions. A table takes only the pieces of the epochs after
+    /// its own checkpoint (tables can be epochs apart after a crash, and a retry must not
+    /// apply a group twice to a table that committed it).
+    fn commit_epochs(
         &mut self,
-        epoch: Epoch,
-        staged: &[Self::Staged],
-        positions: &Positions,
+        group: &[(Epoch, &[Vec<StagedTable>], &Positions)],
     ) -> Result<(), SinkError> {
+        let Some(&(epoch, _, positions)) = group.last() else {
+            return Ok(());
+        };
         let positions = serde_json::to_string(positions)
             .map_err(|e| SinkError::Fatal(format!("serialising positions: {e}")))?;
-        let mut by_table: Vec<Vec<&StagedTable>> = vec![Vec::new(); self.tables.len()];
-        for piece in staged.iter().flatten() {
-            let t = match piece {
-                StagedTable::Files { table, .. } | StagedTable::Changes { table, .. } => *table,
-            };
-            if let Some(v) = by_table.get_mut(t) {
-                v.push(piece);
+        let mut by_table: Vec<Vec<(Epoch, &StagedTable)>> = vec![Vec::new(); self.tables.len()];
+        for (piece_epoch, staged, _) in group {
+            for piece in staged.iter().flatten() {
+                let t = match piece {
+                    StagedTable::Files { table, .. } | StagedTable::Changes { table, .. } => *table,
+                };
+                if let Some(v) = by_table.get_mut(t) {
+                    v.push((*piece_epoch, piece));
+                }
             }
         }
         let rt = self.rt.clone();
@@ -747,18 +754,25 @@ impl SinkCommitter for IcebergCommitter {
             .zip(self.last_epoch.iter_mut())
             .zip(self.manifests.iter_mut())
             .zip(by_table)
-            // Nothing to do, or committed before a restart.
-            .filter(|((((_, _), last), _), pieces)| {
-                !pieces.is_empty() && !last.is_some_and(|e| e >= epoch)
-            })
-            .map(|((((open, index), last_epoch), manifests), pieces)| {
+            .filter_map(|((((open, index), last_epoch), manifests), pieces)| {
+                // Only what this table has not committed (before a restart or a retry).
+                let pieces: Vec<&StagedTable> = pieces
+                    .into_iter()
+                    .filter(|(e, _)| !last_epoch.is_some_and(|last| last >= *e))
+                    .map(|(_, p)| p)
+                    .collect();
+                if pieces.is_empty() {
+                    return None;
+                }
                 let state = TableState {
                     open,
                     index,
                     last_epoch,
                     manifests,
                 };
-                Self::commit_table(config, pool, catalog, state, epoch, pieces, &positions)
+                Some(Self::commit_table(
+                    config, pool, catalog, state, epoch, pieces, &positions,
+                ))
             });
         // The tables' commits are independent: their I/O overlaps. Every one runs to its
         // end even when another fails — a commit cancelled half-way would leave its table's
@@ -770,6 +784,37 @@ impl SinkCommitter for IcebergCommitter {
             .map_or(Ok(()), |e| Err(SinkError::from(e)))
     }
 }
+
+impl SinkCommitter for IcebergCommitter {
+    type Staged = Vec<StagedTable>;
+
+    fn commit(
+        &mut self,
+        epoch: Epoch,
+        staged: &[Self::Staged],
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
+        self.commit_epochs(&[(epoch, staged, positions)])
+    }
+
+    /// Waiting epochs commit together: a snapshot per table costs about the same for one
+    /// epoch's changes as for several (files per partition, manifests, the catalog swap), and
+    /// a current-state row inserted and retracted within the group is never written.
+    fn max_group(&self) -> usize {
+        MAX_EPOCHS_PER_COMMIT
+    }
+
+    fn commit_group(&mut self, group: &[EpochToCommit<Self::Staged>]) -> Result<(), SinkError> {
+        let group: Vec<(Epoch, &[Vec<StagedTable>], &Positions)> = group
+            .iter()
+            .map(|(e, staged, positions)| (*e, staged.as_slice(), positions))
+            .collect();
+        self.commit_epochs(&group)
+    }
+}
+
+/// At most this many waiting epochs go into one lake commit.
+const MAX_EPOCHS_PER_COMMIT: usize = 16;
 
 impl<D: 'static> Sink<D> for IcebergSink<D> {
     type Staged = Vec<StagedTable>;
