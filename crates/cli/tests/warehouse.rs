@@ -165,3 +165,80 @@ fn unreachable_warehouse_is_reported_after_retries() {
     );
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+/// A committer that fell behind commits the waiting epochs in one transaction: keys added,
+/// updated and removed across the group must end as if the epochs had been applied one by
+/// one (random epochs and groups against a model, checked in PostgreSQL after each commit).
+#[test]
+fn waiting_epochs_committed_together_equal_one_by_one() {
+    use alluvium_connectors::warehouse::{PgSink, PgTable, PgType, PgValue};
+    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    let url = fresh_database(&unique("whgroup"));
+    let table = PgTable {
+        name: "t.kv".into(),
+        columns: vec![("k".into(), PgType::BigInt), ("v".into(), PgType::Text)],
+        key: 1,
+    };
+    let sink: PgSink<(i64, String)> = PgSink::new(&url, "group-test", vec![table], |r| {
+        Some((
+            0,
+            vec![PgValue::Int(Some(r.0)), PgValue::Text(Some(r.1.clone()))],
+        ))
+    });
+    assert_eq!(sink.checkpoint().unwrap(), None);
+    let mut writer = sink.writer(0).unwrap();
+    let mut committer = sink.committer().unwrap();
+    assert!(committer.max_group() > 1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut model: BTreeMap<i64, String> = BTreeMap::new();
+    let mut waiting = Vec::new();
+    let mut groups = 0;
+    for epoch in 1..=60u64 {
+        let mut updates: Vec<((i64, String), isize)> = Vec::new();
+        let mut touched = std::collections::HashSet::new();
+        for _ in 0..rng.random_range(0..8) {
+            let k = rng.random_range(0..20i64);
+            if !touched.insert(k) {
+                continue;
+            }
+            let old = model.get(&k).cloned();
+            let new = (rng.random_range(0..3) > 0).then(|| format!("v{epoch}-{k}"));
+            if let Some(old) = &old {
+                updates.push(((k, old.clone()), -1));
+            }
+            match new {
+                Some(v) => {
+                    updates.push(((k, v.clone()), 1));
+                    model.insert(k, v);
+                }
+                None => {
+                    model.remove(&k);
+                }
+            }
+        }
+        let staged: Vec<_> = writer.stage(epoch, updates).unwrap().into_iter().collect();
+        waiting.push((epoch, staged, Positions::new()));
+        if rng.random_range(0..3) == 0 && epoch < 60 {
+            continue;
+        }
+        if waiting.len() > 1 {
+            groups += 1;
+        }
+        committer.commit_group(&waiting).unwrap();
+        waiting.clear();
+        let expected: String = model.iter().map(|(k, v)| format!("{k}|{v}\n")).collect();
+        assert_eq!(
+            psql(&url, "SELECT k, v FROM t.kv ORDER BY k"),
+            expected,
+            "after epoch {epoch}"
+        );
+        assert_eq!(
+            psql(&url, "SELECT epoch FROM pipeline.progress").trim(),
+            epoch.to_string()
+        );
+    }
+    assert!(groups > 5, "only {groups} groups");
+}

@@ -14,7 +14,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alluvium_engine::{Checkpoint, Epoch, Positions, Sink, SinkCommitter, SinkError, SinkWriter};
+use alluvium_engine::{
+    Checkpoint, Epoch, EpochToCommit, Positions, Sink, SinkCommitter, SinkError, SinkWriter,
+};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -592,6 +594,67 @@ impl SinkCommitter for PgCommitter {
         }
         result
     }
+
+    /// Waiting epochs go in one transaction: a commit's cost is mostly round trips and the
+    /// fsync of the transaction, not rows.
+    fn max_group(&self) -> usize {
+        MAX_EPOCHS_PER_TRANSACTION
+    }
+
+    fn commit_group(&mut self, group: &[EpochToCommit<Self::Staged>]) -> Result<(), SinkError> {
+        let Some((epoch, _, positions)) = group.last() else {
+            return Ok(());
+        };
+        let netted = net_changes(&self.tables, group.iter().flat_map(|(_, s, _)| s));
+        self.commit(*epoch, &[netted], positions)
+    }
+}
+
+/// At most this many waiting epochs go into one warehouse transaction.
+const MAX_EPOCHS_PER_TRANSACTION: usize = 16;
+
+/// The net effect of several epochs' changes on keyed tables, as one epoch's worth: equal
+/// rows' diffs are summed; a row left added is upserted (it replaces whatever its key
+/// held); a row left retracted becomes a delete of its key, unless a row added under the
+/// same key replaces it anyway. (Applied one after another, a key added, updated and then
+/// removed across the epochs must end absent, and one `INSERT … ON CONFLICT` cannot take a
+/// key twice.)
+fn net_changes<'a>(
+    tables: &[PgTable],
+    staged: impl Iterator<Item = &'a Vec<(u32, Vec<PgValue>, i64)>>,
+) -> Vec<(u32, Vec<PgValue>, i64)> {
+    let mut sums: std::collections::HashMap<(u32, &[PgValue]), i64> =
+        std::collections::HashMap::new();
+    let mut order: Vec<(u32, &[PgValue])> = Vec::new();
+    for (t, row, diff) in staged.flatten() {
+        let entry = sums.entry((*t, row.as_slice())).or_insert_with(|| {
+            order.push((*t, row.as_slice()));
+            0
+        });
+        *entry += diff;
+    }
+    let key_of = |t: u32, row: &'a [PgValue]| -> (u32, &'a [PgValue]) {
+        let key = tables.get(t as usize).map_or(row.len(), |table| table.key);
+        (t, &row[..key.min(row.len())])
+    };
+    let added: std::collections::HashSet<(u32, &[PgValue])> = order
+        .iter()
+        .filter(|k| sums.get(*k).is_some_and(|d| *d > 0))
+        .map(|(t, row)| key_of(*t, row))
+        .collect();
+    order
+        .into_iter()
+        .filter_map(|(t, row)| {
+            let diff = sums.get(&(t, row)).copied().unwrap_or(0);
+            if diff > 0 {
+                Some((t, row.to_vec(), 1))
+            } else if diff < 0 && !added.contains(&key_of(t, row)) {
+                Some((t, row.to_vec(), -1))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// Labels of the warehouse's row counter.
