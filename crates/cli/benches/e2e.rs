@@ -175,11 +175,35 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
             topics.orders.clone(),
         );
         std::thread::spawn(move || {
+            // One connection polled every few milliseconds: starting `psql` per poll cost
+            // the two cores of this machine ~40 % (perf), which the pipeline then lacked.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let client = rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connecting to the warehouse");
+                tokio::spawn(connection);
+                client
+            });
+            let progress = || -> String {
+                rt.block_on(async {
+                    match client
+                        .query_opt("SELECT positions::text FROM pipeline.progress", &[])
+                        .await
+                    {
+                        Ok(Some(row)) => row.get::<_, String>(0),
+                        _ => String::new(),
+                    }
+                })
+            };
             let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
             let mut seen = [0i64; 4];
             let mut last_cover = Instant::now();
             while !done.load(Ordering::Relaxed) {
-                let text = psql(&url, "SELECT positions::text FROM pipeline.progress");
+                let text = progress();
                 let now = Instant::now();
                 if let Ok(p) = serde_json::from_str::<Positions>(text.trim()) {
                     let times = appended.lock().expect("lock");
@@ -198,7 +222,7 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
                         *seen_to = (*seen_to).max(to);
                     }
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(10));
             }
             (hist, last_cover)
         })
