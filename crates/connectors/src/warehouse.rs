@@ -574,6 +574,27 @@ impl PgCommitter {
     }
 }
 
+impl PgCommitter {
+    /// Applies netted changes and the progress row in one transaction.
+    fn run(
+        &mut self,
+        epoch: Epoch,
+        netted: Vec<(u32, Vec<PgValue>, i64)>,
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
+        let rt = match self.runtime.take() {
+            Some(rt) => rt,
+            None => runtime()?,
+        };
+        let result = rt.block_on(self.apply(epoch, &[netted], positions));
+        self.runtime = Some(rt);
+        if matches!(result, Err(SinkError::Transient(_))) {
+            self.client = None;
+        }
+        result
+    }
+}
+
 impl SinkCommitter for PgCommitter {
     type Staged = Vec<(u32, Vec<PgValue>, i64)>;
 
@@ -583,16 +604,11 @@ impl SinkCommitter for PgCommitter {
         staged: &[Self::Staged],
         positions: &Positions,
     ) -> Result<(), SinkError> {
-        let rt = match self.runtime.take() {
-            Some(rt) => rt,
-            None => runtime()?,
-        };
-        let result = rt.block_on(self.apply(epoch, staged, positions));
-        self.runtime = Some(rt);
-        if matches!(result, Err(SinkError::Transient(_))) {
-            self.client = None;
-        }
-        result
+        // An update arrives as the old row retracted and the new one added: the upsert of
+        // the new row replaces the old one by key, so the delete is left out (half the rows
+        // PostgreSQL writes for updates).
+        let tables = self.tables.clone();
+        self.run(epoch, net_changes(&tables, staged.iter()), positions)
     }
 
     /// Waiting epochs go in one transaction: a commit's cost is mostly round trips and the
@@ -605,8 +621,9 @@ impl SinkCommitter for PgCommitter {
         let Some((epoch, _, positions)) = group.last() else {
             return Ok(());
         };
-        let netted = net_changes(&self.tables, group.iter().flat_map(|(_, s, _)| s));
-        self.commit(*epoch, &[netted], positions)
+        let tables = self.tables.clone();
+        let netted = net_changes(&tables, group.iter().flat_map(|(_, s, _)| s));
+        self.run(*epoch, netted, positions)
     }
 }
 
