@@ -21,6 +21,7 @@ pub mod export;
 pub mod fixture;
 pub mod generate;
 pub mod graph;
+pub mod json;
 pub mod lake;
 pub mod memory;
 pub mod money;

@@ -344,7 +344,7 @@ struct TableState<'a> {
 /// any file. Built by reading the table once when the committer starts (or after a failed
 /// commit). Memory: roughly 50 bytes per live row.
 struct RowIndex {
-    rows: HashMap<u128, Locations>,
+    rows: foldhash::HashMap<u128, Locations>,
     files: HashMap<u32, IndexedFile>,
     next_file: u32,
     partitioned: bool,
@@ -370,19 +370,15 @@ struct IndexedFile {
     live: u64,
 }
 
-/// Two independent 64-bit hashes: a collision would delete the wrong row without reading
-/// it, so the index keys on 128 bits (a collision among 10^9 rows has odds of ~10^-21).
+/// Two unrelated 64-bit hashes (SipHash and foldhash): a collision would delete the wrong
+/// row without reading it, so the index keys on 128 bits (a collision among 10^9 rows has
+/// odds of ~10^-21).
 fn row_hash(row: &Row) -> u128 {
-    use std::hash::{Hash, Hasher};
-    // SipHash is a keyed PRF: the same row behind two different prefixes gives two
-    // independent 64-bit values.
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        row.hash(&mut h);
-        h.finish()
-    };
-    ((half(0) as u128) << 64) | half(1) as u128
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut sip = std::collections::hash_map::DefaultHasher::new();
+    row.hash(&mut sip);
+    let fold = foldhash::quality::FixedState::with_seed(0x0a11_0b1a).hash_one(row);
+    ((sip.finish() as u128) << 64) | fold as u128
 }
 
 impl RowIndex {
@@ -395,7 +391,7 @@ impl RowIndex {
             .fields()
             .is_empty();
         let mut index = RowIndex {
-            rows: HashMap::new(),
+            rows: foldhash::HashMap::default(),
             files: HashMap::new(),
             next_file: 0,
             partitioned,
@@ -487,7 +483,9 @@ impl IcebergCommitter {
         rows: Vec<(Row, isize)>,
     ) -> Result<SnapshotChange, LakeError> {
         let name = open.def.qualified_name();
-        let mut diffs: HashMap<Row, isize> = HashMap::new();
+        // foldhash: each change is hashed here and again for the index (SipHash was the
+        // committer's top cost in perf).
+        let mut diffs: foldhash::HashMap<Row, isize> = foldhash::HashMap::default();
         for (row, d) in rows {
             *diffs.entry(row).or_default() += d;
         }
