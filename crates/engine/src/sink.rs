@@ -165,25 +165,26 @@ pub fn retry_transient<T>(
 /// the order of rows, only about their net changes, so rows are brought together by their
 /// hash, not by their order: sorting whole rows (long strings with common prefixes, wide
 /// structs) compared and moved them O(n log n) times and took a fifth of the pipeline's time
-/// (perf); here each row is hashed twice and moved about once, and whole rows are compared
+/// (perf); here each row is hashed once and moved about twice, and whole rows are compared
 /// only within a run of equal hashes (the same row, or a rare collision).
 pub fn consolidate_unstable<D: Ord + Hashable<Output: Into<u64>>>(updates: &mut Vec<(D, isize)>) {
     if updates.len() > 1 {
-        updates.sort_by_cached_key(|(d, _)| d.hashed().into());
-        let hashes: Vec<u64> = updates.iter().map(|(d, _)| d.hashed().into()).collect();
+        let mut keyed: Vec<(u64, (D, isize))> = updates
+            .drain(..)
+            .map(|u| (u.0.hashed().into(), u))
+            .collect();
+        keyed.sort_unstable_by_key(|(h, _)| *h);
         let mut start = 0;
-        while start < updates.len() {
-            let end = start
-                + hashes[start..]
-                    .iter()
-                    .take_while(|h| **h == hashes[start])
-                    .count();
+        while start < keyed.len() {
+            let h = keyed[start].0;
+            let end = start + keyed[start..].iter().take_while(|k| k.0 == h).count();
             // Different rows with one hash may interleave: order the run so equal rows meet.
-            if end - start > 2 || (end - start == 2 && updates[start].0 != updates[start + 1].0) {
-                updates[start..end].sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if end - start > 2 || (end - start == 2 && keyed[start].1 .0 != keyed[start + 1].1 .0) {
+                keyed[start..end].sort_unstable_by(|a, b| a.1 .0.cmp(&b.1 .0));
             }
             start = end;
         }
+        updates.extend(keyed.into_iter().map(|(_, u)| u));
     }
     let mut write = 0;
     for read in 0..updates.len() {

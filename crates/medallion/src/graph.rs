@@ -415,26 +415,28 @@ pub fn medallion<'s>(
             e.items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| Fact {
-                    order_id: e.order_id.clone(),
-                    line_no: i as i64 + 1,
-                    customer_id: e.customer_id,
-                    product_id: item.product_id.clone(),
-                    order_ts: e.order_ts,
-                    order_date: day_of(e.order_ts),
-                    status: e.status.clone(),
-                    currency: e.currency.clone(),
-                    quantity: item.quantity,
-                    unit_price: item.unit_price,
-                    line_total: item.unit_price.times(item.quantity),
-                    shipping_country: e.shipping_country.clone(),
-                    payment_method: e.payment_method.clone(),
-                    category: None,
-                    brand: None,
-                    customer_segment: segment.clone(),
-                    customer_country: country.clone(),
+                .map(|(i, item)| {
+                    Arc::new(Fact {
+                        order_id: e.order_id.clone(),
+                        line_no: i as i64 + 1,
+                        customer_id: e.customer_id,
+                        product_id: item.product_id.clone(),
+                        order_ts: e.order_ts,
+                        order_date: day_of(e.order_ts),
+                        status: e.status.clone(),
+                        currency: e.currency.clone(),
+                        quantity: item.quantity,
+                        unit_price: item.unit_price,
+                        line_total: item.unit_price.times(item.quantity),
+                        shipping_country: e.shipping_country.clone(),
+                        payment_method: e.payment_method.clone(),
+                        category: None,
+                        brand: None,
+                        customer_segment: segment.clone(),
+                        customer_country: country.clone(),
+                    })
                 })
-                .collect::<Vec<Fact>>()
+                .collect::<Vec<Arc<Fact>>>()
         },
     )
     .flat_map(|facts| facts);
@@ -444,13 +446,15 @@ pub fn medallion<'s>(
     let facts = left_join(
         lines.map(|f| (f.product_id.clone(), f)),
         product_attrs,
-        |f: &Fact, attrs: Option<&(Text, Option<Text>)>| {
-            let mut f = f.clone();
+        |f: &Arc<Fact>, attrs: Option<&(Text, Option<Text>)>| {
+            let mut f = Fact::clone(f);
             if let Some((category, brand)) = attrs {
                 f.category = Some(category.clone());
                 f.brand = brand.clone();
             }
-            f
+            // Shared from here on: the facts fan out to five consumers (aggregates, rules,
+            // the sinks), and cloning a fact cloned ten strings (perf: 5 % in clones/drops).
+            Arc::new(f)
         },
     );
 
@@ -461,8 +465,13 @@ pub fn medallion<'s>(
         .map(|f| {
             let category = f.category.clone().unwrap_or_else(|| "unknown".into());
             (
-                (f.order_date, category, f.shipping_country, f.currency),
-                (f.order_id, f.quantity, f.line_total.0),
+                (
+                    f.order_date,
+                    category,
+                    f.shipping_country.clone(),
+                    f.currency.clone(),
+                ),
+                (f.order_id.clone(), f.quantity, f.line_total.0),
             )
         })
         .reduce(
@@ -561,7 +570,7 @@ pub fn medallion<'s>(
     let orphan_lines = live_predicate(
         facts.clone(),
         rules.orphan_order_lines.clone(),
-        |f: &Fact| f.category.is_some(),
+        |f: &Arc<Fact>| f.category.is_some(),
     );
     let revenue = reconcile(
         daily_sales
@@ -594,7 +603,7 @@ pub fn medallion<'s>(
         .concat(products.map(|r| TableRow::DimProduct(Arc::new(r))))
         .concat(m(customers_now, "silver.customers").map(|r| TableRow::SilverCustomer(Arc::new(r))))
         .concat(m(dim_customers, "gold.dim_customers").map(|r| TableRow::DimCustomer(Arc::new(r))))
-        .concat(m(facts, "gold.fact_order_items").map(|r| TableRow::Fact(Arc::new(r))))
+        .concat(m(facts, "gold.fact_order_items").map(TableRow::Fact))
         .concat(m(daily_sales, "gold.daily_sales").map(|r| TableRow::DailySales(Arc::new(r))))
         .concat(m(customer_ltv, "gold.customer_ltv").map(|r| TableRow::CustomerLtv(Arc::new(r))))
         .concat(quarantine_counts)
