@@ -6,8 +6,8 @@
 //! - [`kafka`]: the Kafka source (a [`alluvium_engine::PartitionReader`] over rdkafka with
 //!   manual partition assignment), topic administration and a reliable producer.
 //! - [`lake`]: the Iceberg sink (SQL catalog on SQLite or PostgreSQL, local or S3 storage):
-//!   append-only tables get worker-written Parquet files, current-state tables copy-on-write
-//!   overwrites, committed at the manifest level with the epoch and positions in each
+//!   append-only tables get worker-written Parquet files, current-state tables new files plus
+//!   position deletes, committed at the manifest level with the epoch and positions in each
 //!   snapshot; plus maintenance (compaction, snapshot expiry).
 //! - [`warehouse`]: a PostgreSQL sink that applies each epoch's changes to keyed tables as
 //!   deletes and upserts in one transaction with the source positions.

@@ -4,7 +4,7 @@
 //!
 //! Partitioning follows how the tables are read and how they change: bronze and quarantine
 //! by ingestion day (append-only, pruned by time), facts and daily sales by order day (each
-//! epoch mostly touches recent days, so copy-on-write rewrites little), orders by order day,
+//! epoch mostly touches recent days, so compaction mostly rewrites recent partitions), orders by order day,
 //! order lines and lifetime values by a hash bucket of their key; the small dimension and
 //! current-state tables are not partitioned.
 

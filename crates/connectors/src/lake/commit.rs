@@ -1,15 +1,17 @@
-//! The manifest-level commit that iceberg-rust 0.10.1 does not offer: add *and remove* data
-//! files in one snapshot, with our own compare-and-swap on the catalog row.
+//! The manifest-level commit that iceberg-rust 0.10.1 does not offer: add data and position
+//! delete files *and remove* files in one snapshot, with our own compare-and-swap on the
+//! catalog row.
 //!
 //! iceberg-rust's only snapshot action is `fast_append`, and its `Catalog::update_table`
-//! reloads the table and retries on conflict, so it can neither replace files (needed for
-//! copy-on-write current-state tables) nor fence a stale writer. A commit here is the
-//! standard Iceberg v2 procedure, done by hand:
+//! reloads the table and retries on conflict, so it can neither add delete files nor remove
+//! files (both needed for current-state tables and compaction) nor fence a stale writer. A
+//! commit here is the standard Iceberg v2 procedure, done by hand:
 //!
 //! 1. read the current snapshot's manifest list; manifests that hold none of the removed
 //!    files are carried over as they are; the others are rewritten with the removed files
 //!    marked `DELETED` and the rest `EXISTING` (keeping their sequence numbers);
-//! 2. write one new manifest with the added files (`ADDED`, the new sequence number);
+//! 2. write one new data manifest with the added data files and one delete manifest with the
+//!    added position delete files (`ADDED`, the new sequence number);
 //! 3. write the manifest list, the snapshot (summary: operation, file/record counts, and the
 //!    caller's properties such as the epoch and source positions) and the next metadata file;
 //! 4. swap the catalog row's `metadata_location` from the version we read to the new one

@@ -8,10 +8,10 @@
 //!   the epoch as Parquet data files, in parallel; the committer adds all of them in one
 //!   snapshot per table;
 //! - **current-state tables** (silver, gold): the epoch's retractions and insertions travel to
-//!   the committer, which rewrites the data files of the partitions they touch
-//!   (copy-on-write) and commits one *overwrite* snapshot that removes the old files and adds
-//!   the new ones — so every snapshot holds exactly the current rows, with no delete files for
-//!   readers to merge. See [`commit`] for the manifest-level commit iceberg-rust 0.10.1 lacks.
+//!   the committer, which writes the inserted rows as new data files and the retractions as
+//!   position deletes (merge-on-read, see `deletes`) and commits one snapshot per table, so
+//!   a commit costs the size of the changes. See [`commit`] for the manifest-level commit
+//!   iceberg-rust 0.10.1 lacks.
 //!
 //! Exactly once: each snapshot's summary carries `alluvium.epoch` and `alluvium.positions`.
 //! On start the sink walks each table's snapshots back to the last one it wrote; each table is

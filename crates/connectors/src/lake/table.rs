@@ -100,7 +100,7 @@ pub enum TableMode {
     /// Rows are only ever added (bronze, quarantine, `dq.results`): each epoch appends files.
     Append,
     /// The table holds the current rows of a collection: each epoch's retractions and
-    /// insertions are applied by rewriting the partitions they touch (copy-on-write).
+    /// insertions are committed as new data files and position deletes (merge-on-read).
     CurrentState,
 }
 
