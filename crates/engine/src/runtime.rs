@@ -147,6 +147,9 @@ pub struct WorkerContext {
     /// Number of workers in the cluster.
     pub peers: usize,
     failure: Arc<Mutex<Option<String>>>,
+    /// Whether the cluster spans several processes (a failed process then parks, see
+    /// [`execute`]).
+    multi_process: bool,
 }
 
 impl WorkerContext {
@@ -157,7 +160,16 @@ impl WorkerContext {
             index,
             peers,
             failure: Arc::new(Mutex::new(None)),
+            multi_process: false,
         }
+    }
+
+    /// Whether the cluster spans several processes. There a failed operator must keep the
+    /// capabilities of the epochs it failed: released, they would let a peer process take
+    /// those epochs for complete and commit them without this process's data (the failed
+    /// process parks until it exits, so holding them blocks nothing of its own).
+    pub fn is_multi_process(&self) -> bool {
+        self.multi_process
     }
 
     /// Reports a failure: the run stops and [`execute`] returns it.
@@ -209,6 +221,7 @@ where
             index: worker.index(),
             peers: worker.peers(),
             failure: shared.clone(),
+            multi_process,
         };
         let built = build(worker, &ctx);
         let result = match built {

@@ -250,6 +250,11 @@ where
                     consolidated: usize,
                 }
                 let mut pending: BTreeMap<Epoch, Buffer<D>> = BTreeMap::new();
+                // In a multi-process cluster, capabilities of epochs this worker failed to
+                // stage are never released: with them dropped, the epoch would look complete
+                // to the committer on another process (before this one stops) and commit
+                // without this worker's changes. In one process every worker stops at once.
+                let mut failed_epochs: Vec<Capability<Epoch>> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
                         for batch in data {
@@ -282,7 +287,13 @@ where
                         let Buffer {
                             cap, mut updates, ..
                         } = entry.remove();
-                        if committed.is_some_and(|c| epoch <= c) || stage_ctx.failed() {
+                        if committed.is_some_and(|c| epoch <= c) {
+                            continue;
+                        }
+                        if stage_ctx.failed() {
+                            if stage_ctx.is_multi_process() {
+                                failed_epochs.push(cap);
+                            }
                             continue;
                         }
                         consolidate_unstable(&mut updates);
@@ -294,6 +305,9 @@ where
                             stage_ctx.fail(format!(
                                 "sink {stage_name}: staging epoch {epoch}: failpoint"
                             ));
+                            if stage_ctx.is_multi_process() {
+                                failed_epochs.push(cap);
+                            }
                             continue;
                         }
                         match writer.stage(epoch, updates) {
@@ -302,8 +316,13 @@ where
                                 output.session(&cap).give((epoch, piece))
                             }
                             Ok(None) => {}
-                            Err(e) => stage_ctx
-                                .fail(format!("sink {stage_name}: staging epoch {epoch}: {e}")),
+                            Err(e) => {
+                                stage_ctx
+                                    .fail(format!("sink {stage_name}: staging epoch {epoch}: {e}"));
+                                if stage_ctx.is_multi_process() {
+                                    failed_epochs.push(cap);
+                                }
+                            }
                         }
                     }
                 }
