@@ -1,6 +1,12 @@
 //! The cost of one small epoch on top of a large history: the medallion graph is loaded with
-//! `ALLUVIUM_BENCH_HISTORY` order events (default 2,000,000), then fed epochs of 1,000 new
-//! events; prints the history load rate, p50/p99/max latency per epoch, and peak RSS.
+//! `ALLUVIUM_BENCH_HISTORY` order events (default 2,000,000, replayed in epochs of
+//! `ALLUVIUM_BENCH_HISTORY_EPOCH` messages, default 200,000), then fed
+//! `ALLUVIUM_BENCH_EPOCHS` (default 100) epochs of 1,000 new events; prints the history load
+//! rate, p50/p99/max latency per epoch, RSS after the load and peak RSS.
+//!
+//! `ALLUVIUM_BENCH_IDLE_EFFORT` sets differential's idle merge effort and
+//! `ALLUVIUM_BENCH_SETTLE_MS` lets the workers step that long between the load and the small
+//! epochs (both off by default: the small epochs follow the history at once).
 //!
 //! `cargo bench -p alluvium-benches --bench medallion_incremental`
 
@@ -17,11 +23,19 @@ use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+fn current_rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
@@ -40,13 +54,24 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    // History is replayed in epochs of this many messages, as `alluvium replay` does: one
+    // giant epoch would hold every message's intermediate state at once.
+    let history_epoch: usize = std::env::var("ALLUVIUM_BENCH_HISTORY_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(200_000);
     const EPOCH: usize = 1_000;
-    const EPOCHS: usize = 100;
+    let epochs: usize = std::env::var("ALLUVIUM_BENCH_EPOCHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(100);
     let topics = Topics::with_prefix("");
     // About 2.6 events per order.
     let cfg = GeneratorConfig {
         seed: 11,
-        orders: (history + EPOCH * EPOCHS) * 10 / 26,
+        orders: (history + EPOCH * epochs) * 10 / 26,
         products: 5_000,
         customers: 100_000,
         ..GeneratorConfig::default()
@@ -69,15 +94,27 @@ fn main() {
             })
             .collect(),
     );
-    let split = records.len().saturating_sub(EPOCH * EPOCHS);
+    let split = records.len().saturating_sub(EPOCH * epochs);
     eprintln!(
-        "generated {} messages in {:.1?}; history {} messages, then {EPOCHS} epochs of {EPOCH}",
+        "generated {} messages in {:.1?}; history {} messages, then {epochs} epochs of {EPOCH}",
         records.len(),
         t.elapsed(),
         split
     );
 
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let idle_effort: Option<isize> = std::env::var("ALLUVIUM_BENCH_IDLE_EFFORT")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let settle_ms: u64 = std::env::var("ALLUVIUM_BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut config = timely::Config::process(workers);
+    differential_dataflow::configure(
+        &mut config.worker,
+        &differential_dataflow::Config::default().idle_merge_effort(idle_effort),
+    );
+    let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let config = PipelineConfig::default();
@@ -89,21 +126,32 @@ fn main() {
             (input, probe)
         });
         let t = Instant::now();
-        for r in records[..split].iter().skip(index).step_by(peers) {
-            input.insert(r.clone());
+        let mut epoch = 0u64;
+        for chunk in records[..split].chunks(history_epoch) {
+            for r in chunk.iter().skip(index).step_by(peers) {
+                input.insert(r.clone());
+            }
+            epoch += 1;
+            input.advance_to(epoch);
+            input.flush();
+            // Let at most two epochs be in flight, as a paced replay would.
+            worker.step_or_park_while(None, || probe.less_than(&epoch.saturating_sub(1)));
         }
-        input.advance_to(1);
-        input.flush();
-        worker.step_or_park_while(None, || probe.less_than(&1));
+        worker.step_or_park_while(None, || probe.less_than(&epoch));
         let load = t.elapsed();
+        let settle = Instant::now();
+        while settle.elapsed() < std::time::Duration::from_millis(settle_ms) {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        }
+        let rss_after_load = current_rss_mib();
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
-        for e in 0..EPOCHS {
+        for e in 0..epochs {
             let start = split + e * EPOCH;
             let t = Instant::now();
             for r in records[start..start + EPOCH].iter().skip(index).step_by(peers) {
                 input.insert(r.clone());
             }
-            let next = e as u64 + 2;
+            let next = epoch + e as u64 + 1;
             input.advance_to(next);
             input.flush();
             worker.step_or_park_while(None, || probe.less_than(&next));
@@ -112,11 +160,12 @@ fn main() {
         if index == 0 {
             println!(
                 "medallion_incremental: workers={peers} history={split} messages loaded in {load:.2?} ({:.0} msg/s); \
-                 1k-event epoch latency p50={:.1} ms p99={:.1} ms max={:.1} ms; peak RSS {:.0} MiB",
+                 1k-event epoch latency p50={:.1} ms p99={:.1} ms max={:.1} ms; RSS after load {:.0} MiB, peak RSS {:.0} MiB",
                 split as f64 / load.as_secs_f64(),
                 hist.value_at_quantile(0.5) as f64 / 1000.0,
                 hist.value_at_quantile(0.99) as f64 / 1000.0,
                 hist.max() as f64 / 1000.0,
+                rss_after_load,
                 peak_rss_mib()
             );
         }

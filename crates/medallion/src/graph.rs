@@ -459,10 +459,9 @@ pub fn medallion<'s>(
     );
 
     // Gold aggregates over orders that count as revenue.
-    let daily_sales = facts
-        .clone()
-        .filter(|f| !not_revenue(&f.status))
-        .map(|f| {
+    // Sums carried in differences (`sales`): an epoch's cost does not grow with a day's lines.
+    let daily_sales =
+        crate::sales::daily_sales(facts.clone().filter(|f| !not_revenue(&f.status)).map(|f| {
             let category = f.category.clone().unwrap_or_else(|| "unknown".into());
             (
                 (
@@ -471,41 +470,11 @@ pub fn medallion<'s>(
                     f.shipping_country.clone(),
                     f.currency.clone(),
                 ),
-                (f.order_id.clone(), f.quantity, f.line_total.0),
+                f.order_id.clone(),
+                f.quantity,
+                f.line_total.0,
             )
-        })
-        .reduce(
-            |_group,
-             lines: &[(&(Text, i64, i64), isize)],
-             out: &mut Vec<((i64, i64, i128), isize)>| {
-                let mut orders = 0i64;
-                let mut units = 0i64;
-                let mut revenue = 0i128;
-                let mut last: Option<&str> = None;
-                for ((order_id, qty, total), mult) in lines {
-                    if last != Some(&**order_id) {
-                        orders += 1;
-                        last = Some(&**order_id);
-                    }
-                    units += qty * *mult as i64;
-                    revenue += *total as i128 * *mult as i128;
-                }
-                out.push(((orders, units, revenue), 1));
-            },
-        )
-        .map(
-            |((order_date, category, shipping_country, currency), (orders, units, revenue))| {
-                DailySales {
-                    order_date,
-                    category,
-                    shipping_country,
-                    currency,
-                    orders,
-                    units,
-                    revenue,
-                }
-            },
-        );
+        }));
     let customer_ltv = silver_orders
         .clone()
         .filter(|o| !not_revenue(&o.status))

@@ -6,6 +6,7 @@
 //!
 //! - [`orders`], [`products`], [`customers`]: parsing and the validation rules of spec §3.
 //! - [`graph`]: the differential graph that maintains every silver and gold table.
+//! - [`sales`]: `daily_sales` as sums carried in differential differences.
 //! - [`export`]: the tables as CSV in the format of the fixtures' `expected/` files.
 //! - [`memory`]: running the pipeline over in-memory messages (tests, benches).
 //! - [`generate`]: a deterministic generator of realistic, dirty input at any size.
@@ -30,6 +31,7 @@ pub mod products;
 pub mod quality;
 pub mod replay;
 pub mod rows;
+pub mod sales;
 pub mod sinks;
 pub mod time;
 pub mod warehouse;
