@@ -16,6 +16,7 @@
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::hashable::Hashable;
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use serde::{Deserialize, Serialize};
 
@@ -87,11 +88,14 @@ pub type SalesLine = (SalesGroup, Text, i64, i64);
 pub fn daily_sales<'s>(
     lines: VecCollection<'s, Epoch, SalesLine>,
 ) -> VecCollection<'s, Epoch, DailySales> {
+    // The pairs are keyed by their hash first: the arrangement then orders and seeks them by
+    // one integer comparison instead of comparing four strings and an order id (18 % of a
+    // small epoch in perf). Equal hashes still compare the pair, so the count stays exact.
     let orders = lines
         .clone()
-        .map(|(group, order_id, _, _)| (group, order_id))
+        .map(|(group, order_id, _, _)| ((&group, &order_id).hashed(), group, order_id))
         .threshold_total(|_, count: &isize| isize::from(*count > 0))
-        .explode(|(group, _order_id)| {
+        .explode(|(_hash, group, _order_id)| {
             Some((
                 group,
                 SalesTotals {
