@@ -4,9 +4,13 @@
 //! `ALLUVIUM_BENCH_EPOCHS` (default 100) epochs of 1,000 new events; prints the history load
 //! rate, p50/p99/max latency per epoch, RSS after the load and peak RSS.
 //!
-//! `ALLUVIUM_BENCH_IDLE_EFFORT` sets differential's idle merge effort and
-//! `ALLUVIUM_BENCH_SETTLE_MS` lets the workers step that long between the load and the small
-//! epochs (both off by default: the small epochs follow the history at once).
+//! Arrangements finish their merges while idle as `alluvium run` configures them
+//! (`alluvium_engine::merging`; `ALLUVIUM_BENCH_IDLE_EFFORT` sets the effort, `0` turns it
+//! off), and `ALLUVIUM_BENCH_SETTLE_MS` (default 5,000) lets the workers idle that long
+//! between the load and the small epochs, as a live pipeline idles between epochs (`0`: the
+//! small epochs follow the load at once and pay for its merges).
+//! `ALLUVIUM_BENCH_EPOCH_INTERVAL_MS` (default 0: back to back) starts the small epochs that
+//! far apart, the workers idling in between.
 //!
 //! `cargo bench -p alluvium-benches --bench medallion_incremental`
 
@@ -102,18 +106,24 @@ fn main() {
         split
     );
 
-    let idle_effort: Option<isize> = std::env::var("ALLUVIUM_BENCH_IDLE_EFFORT")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let idle_effort: Option<usize> = match std::env::var("ALLUVIUM_BENCH_IDLE_EFFORT") {
+        Ok(v) => v.parse().ok(),
+        Err(_) => Some(alluvium_engine::merging::DEFAULT_IDLE_MERGE_EFFORT),
+    };
     let settle_ms: u64 = std::env::var("ALLUVIUM_BENCH_SETTLE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut config = timely::Config::process(workers);
-    differential_dataflow::configure(
-        &mut config.worker,
-        &differential_dataflow::Config::default().idle_merge_effort(idle_effort),
+        .unwrap_or(5_000);
+    // Epochs start this far apart (0: back to back); the workers idle in between, as a live
+    // pipeline does between its epochs.
+    let interval = std::time::Duration::from_millis(
+        std::env::var("ALLUVIUM_BENCH_EPOCH_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     );
+    let mut config = timely::Config::process(workers);
+    alluvium_engine::merging::idle_merging(&mut config.worker, idle_effort);
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
@@ -145,8 +155,16 @@ fn main() {
         }
         let rss_after_load = current_rss_mib();
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let mut paced = Instant::now();
         for e in 0..epochs {
             let start = split + e * EPOCH;
+            if let Some(wait) = interval.checked_sub(paced.elapsed()) {
+                let idle = Instant::now();
+                while idle.elapsed() < wait {
+                    worker.step_or_park(Some(wait.saturating_sub(idle.elapsed())));
+                }
+            }
+            paced = Instant::now();
             let t = Instant::now();
             for r in records[start..start + EPOCH].iter().skip(index).step_by(peers) {
                 input.insert(r.clone());
@@ -156,11 +174,21 @@ fn main() {
             input.flush();
             worker.step_or_park_while(None, || probe.less_than(&next));
             let _ = hist.record(t.elapsed().as_micros() as u64);
+            if index == 0 && std::env::var_os("ALLUVIUM_BENCH_VERBOSE").is_some() {
+                let slice = &records[start..start + EPOCH];
+                let count = |name: &str| slice.iter().filter(|r| &*r.topic == name).count();
+                eprintln!(
+                    "epoch {e}: {:.1} ms ({} products, {} customers)",
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    count("products"),
+                    count("customers")
+                );
+            }
         }
         if index == 0 {
             println!(
                 "medallion_incremental: workers={peers} history={split} messages loaded in {load:.2?} ({:.0} msg/s); \
-                 1k-event epoch latency p50={:.1} ms p99={:.1} ms max={:.1} ms; RSS after load {:.0} MiB, peak RSS {:.0} MiB",
+                 idle {settle_ms} ms; 1k-event epochs every {interval:?}, latency p50={:.1} ms p99={:.1} ms max={:.1} ms; RSS after load {:.0} MiB, peak RSS {:.0} MiB",
                 split as f64 / load.as_secs_f64(),
                 hist.value_at_quantile(0.5) as f64 / 1000.0,
                 hist.value_at_quantile(0.99) as f64 / 1000.0,

@@ -48,6 +48,7 @@ pub mod error;
 pub mod failpoint;
 pub mod latest;
 pub mod left_join;
+pub mod merging;
 pub mod metrics;
 pub mod position;
 pub mod quantiles;

@@ -27,6 +27,9 @@ pub struct ClusterConfig {
     pub process: usize,
     /// `host:port` of every process; empty (or one entry) for a single process.
     pub addresses: Vec<String>,
+    /// Merge effort arrangements spend per scheduling while the worker is idle and a merge is
+    /// in progress (see [`crate::merging`]); `None` merges only as batches arrive.
+    pub idle_merge_effort: Option<usize>,
 }
 
 impl Default for ClusterConfig {
@@ -42,6 +45,7 @@ impl ClusterConfig {
             workers,
             process: 0,
             addresses: Vec::new(),
+            idle_merge_effort: Some(crate::merging::DEFAULT_IDLE_MERGE_EFFORT),
         }
     }
 
@@ -53,6 +57,7 @@ impl ClusterConfig {
             addresses: (0..processes)
                 .map(|i| format!("127.0.0.1:{}", base_port as usize + i))
                 .collect(),
+            idle_merge_effort: Some(crate::merging::DEFAULT_IDLE_MERGE_EFFORT),
         }
     }
 
@@ -76,6 +81,7 @@ impl ClusterConfig {
             workers,
             process,
             addresses,
+            idle_merge_effort: Some(crate::merging::DEFAULT_IDLE_MERGE_EFFORT),
         })
     }
 
@@ -206,9 +212,11 @@ where
 {
     cluster.validate()?;
     let failure = Arc::new(Mutex::new(None));
+    let mut worker = WorkerConfig::default();
+    crate::merging::idle_merging(&mut worker, cluster.idle_merge_effort);
     let config = timely::Config {
         communication: cluster.communication(),
-        worker: WorkerConfig::default(),
+        worker,
     };
     let multi_process = cluster.processes() > 1;
     // Whether a worker of this process failed: what the calling thread waits for besides
