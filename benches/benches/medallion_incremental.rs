@@ -177,11 +177,14 @@ fn main() {
             if index == 0 && std::env::var_os("ALLUVIUM_BENCH_VERBOSE").is_some() {
                 let slice = &records[start..start + EPOCH];
                 let count = |name: &str| slice.iter().filter(|r| &*r.topic == name).count();
+                // Uptime (CLOCK_BOOTTIME, as `perf record -k boottime` stamps samples).
+                let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
                 eprintln!(
-                    "epoch {e}: {:.1} ms ({} products, {} customers)",
+                    "epoch {e}: {:.1} ms ({} products, {} customers) ending at uptime {}",
                     t.elapsed().as_secs_f64() * 1000.0,
                     count("products"),
-                    count("customers")
+                    count("customers"),
+                    uptime.split_whitespace().next().unwrap_or("?")
                 );
             }
         }
