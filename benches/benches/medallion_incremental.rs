@@ -46,6 +46,14 @@ fn status_mib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Lets the worker step (or park) for `duration` with no new input, as between epochs.
+fn idle_for(worker: &mut timely::worker::Worker, duration: std::time::Duration) {
+    let start = Instant::now();
+    while let Some(left) = duration.checked_sub(start.elapsed()) {
+        worker.step_or_park(Some(left));
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -149,20 +157,14 @@ fn main() {
         }
         worker.step_or_park_while(None, || probe.less_than(&epoch));
         let load = t.elapsed();
-        let settle = Instant::now();
-        while settle.elapsed() < std::time::Duration::from_millis(settle_ms) {
-            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-        }
+        idle_for(worker, std::time::Duration::from_millis(settle_ms));
         let rss_after_load = current_rss_mib();
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
         let mut paced = Instant::now();
         for e in 0..epochs {
             let start = split + e * EPOCH;
             if let Some(wait) = interval.checked_sub(paced.elapsed()) {
-                let idle = Instant::now();
-                while idle.elapsed() < wait {
-                    worker.step_or_park(Some(wait.saturating_sub(idle.elapsed())));
-                }
+                idle_for(worker, wait);
             }
             paced = Instant::now();
             let t = Instant::now();

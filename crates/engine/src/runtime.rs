@@ -52,12 +52,11 @@ impl ClusterConfig {
     /// `processes` processes on localhost, ports `base_port..base_port + processes`.
     pub fn localhost(workers: usize, processes: usize, process: usize, base_port: u16) -> Self {
         ClusterConfig {
-            workers,
             process,
             addresses: (0..processes)
                 .map(|i| format!("127.0.0.1:{}", base_port as usize + i))
                 .collect(),
-            idle_merge_effort: Some(crate::merging::DEFAULT_IDLE_MERGE_EFFORT),
+            ..ClusterConfig::single(workers)
         }
     }
 
@@ -78,10 +77,9 @@ impl ClusterConfig {
             .map(str::to_owned)
             .collect();
         Ok(ClusterConfig {
-            workers,
             process,
             addresses,
-            idle_merge_effort: Some(crate::merging::DEFAULT_IDLE_MERGE_EFFORT),
+            ..ClusterConfig::single(workers)
         })
     }
 
