@@ -118,7 +118,7 @@ fn quarantine(source: &str, r: &KafkaRecord, rej: Rejection) -> Parsed {
             .as_deref()
             .map(|p| Text::from(String::from_utf8_lossy(p)))
             .unwrap_or_else(|| Text::from("")),
-        topic: r.topic.clone(),
+        topic: Text::from(&*r.topic),
         partition: r.partition,
         offset: r.offset,
         ingested_at: r.ingested_at,
@@ -285,7 +285,7 @@ pub fn medallion<'s>(
         .map(move |(r, epoch, diff)| {
             let source = bronze_source(&r, &topics);
             let row = BronzeRow {
-                topic: r.topic.clone(),
+                topic: Text::from(&*r.topic),
                 partition: r.partition,
                 offset: r.offset,
                 source: source.into(),

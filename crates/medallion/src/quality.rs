@@ -26,7 +26,7 @@ use alluvium_dq::{
     Threshold, Value,
 };
 
-use crate::rows::{Customer, OrderEvent, Product};
+use crate::rows::{Customer, OrderEvent, Product, Text};
 
 /// `silver.orders`.
 pub const ORDERS: &str = "silver.orders";
@@ -208,7 +208,7 @@ impl MedallionRules {
     }
 }
 
-fn text(v: &Option<Arc<str>>) -> Value<'_> {
+fn text(v: &Option<Text>) -> Value<'_> {
     v.as_deref().map_or(Value::Null, Value::Str)
 }
 
@@ -323,9 +323,9 @@ mod tests {
     fn customer(email: Option<&str>, country: Option<&str>) -> Customer {
         Customer {
             customer_id: 1,
-            email: email.map(Arc::from),
+            email: email.map(Text::from),
             full_name: None,
-            country: country.map(Arc::from),
+            country: country.map(Text::from),
             city: None,
             segment: None,
             created_at: None,
