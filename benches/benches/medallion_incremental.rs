@@ -143,6 +143,8 @@ fn main() {
             let (probe, _) = outputs.tables.probe();
             (input, probe)
         });
+        // As the engine's sources and sinks do: idle merging waits while an epoch is in flight.
+        alluvium_engine::merging::track_computed(&probe);
         let t = Instant::now();
         let mut epoch = 0u64;
         for chunk in records[..split].chunks(history_epoch) {
@@ -152,6 +154,7 @@ fn main() {
             epoch += 1;
             input.advance_to(epoch);
             input.flush();
+            alluvium_engine::merging::inputs_sealed_to(epoch);
             // Let at most two epochs be in flight, as a paced replay would.
             worker.step_or_park_while(None, || probe.less_than(&epoch.saturating_sub(1)));
         }
@@ -174,6 +177,7 @@ fn main() {
             let next = epoch + e as u64 + 1;
             input.advance_to(next);
             input.flush();
+            alluvium_engine::merging::inputs_sealed_to(next);
             worker.step_or_park_while(None, || probe.less_than(&next));
             let _ = hist.record(t.elapsed().as_micros() as u64);
             if index == 0 && std::env::var_os("ALLUVIUM_BENCH_VERBOSE").is_some() {

@@ -223,6 +223,7 @@ where
     let shared = failure.clone();
     let signal = progress.clone();
     let guards = timely::execute(config, move |worker| {
+        crate::merging::reset_worker();
         let ctx = WorkerContext {
             index: worker.index(),
             peers: worker.peers(),

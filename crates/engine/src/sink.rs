@@ -233,8 +233,13 @@ where
         .get_or_create(&crate::metrics::SinkLabels { sink: name.clone() })
         .clone();
     let stage_name = name.clone();
+    // The sink is where this worker's data arrives last: an epoch is in flight (and
+    // arrangements defer their idle merging) until it gets here.
+    let computed = ProbeHandle::new();
+    crate::merging::track_computed(&computed);
     let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> = collection
         .inner
+        .probe_with(&computed)
         // Route each row by its hash, so that all changes of a row meet on one worker and
         // staging consolidates them globally (a collection assembled by `concat`, e.g. a
         // left join, may hold a row's +1 and -1 on different workers).

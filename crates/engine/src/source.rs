@@ -266,6 +266,7 @@ impl<R: PartitionReader> Driver<R> {
         let mut pos_cap = pos_cap;
         data_cap.downgrade(&clock.current());
         pos_cap.downgrade(&clock.current());
+        crate::merging::inputs_sealed_to(clock.current());
         let next: Vec<Option<i64>> = partitions.iter().map(|p| plan.start_offset(p)).collect();
         // Positions already stored by some checkpoint need no second report.
         let reported: Vec<Option<i64>> = partitions
@@ -502,6 +503,7 @@ impl<R: PartitionReader> Driver<R> {
         let now = self.clock.current();
         self.data_cap.downgrade(&now);
         self.pos_cap.downgrade(&now);
+        crate::merging::inputs_sealed_to(now);
     }
 }
 
