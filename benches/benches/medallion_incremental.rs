@@ -140,11 +140,12 @@ fn main() {
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, records) = scope.new_collection::<KafkaRecord, isize>();
             let outputs = medallion(records, &config, &ctx);
-            let (probe, _) = outputs.tables.probe();
+            // As the engine's sinks do: idle merging waits while an epoch is on its way here.
+            let tables = alluvium_engine::merging::track_arrivals(outputs.tables.inner);
+            let probe = timely::dataflow::ProbeHandle::new();
+            timely::dataflow::operators::Probe::probe_with(tables, &probe);
             (input, probe)
         });
-        // As the engine's sources and sinks do: idle merging waits while an epoch is in flight.
-        alluvium_engine::merging::track_computed(&probe);
         let t = Instant::now();
         let mut epoch = 0u64;
         for chunk in records[..split].chunks(history_epoch) {

@@ -235,104 +235,103 @@ where
     let stage_name = name.clone();
     // The sink is where this worker's data arrives last: an epoch is in flight (and
     // arrangements defer their idle merging) until it gets here.
-    let computed = ProbeHandle::new();
-    crate::merging::track_computed(&computed);
-    let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> = collection
-        .inner
-        .probe_with(&computed)
-        // Route each row by its hash, so that all changes of a row meet on one worker and
-        // staging consolidates them globally (a collection assembled by `concat`, e.g. a
-        // left join, may hold a row's +1 and -1 on different workers).
-        .unary_frontier(
-            Exchange::new(|(row, _, _): &(D, Epoch, isize)| row.hashed().into()),
-            &format!("Stage {name}"),
-            move |_cap, _info| {
-                /// An epoch's buffered changes; consolidated whenever they double, so that
-                /// churn within a long epoch (+row, -row, ...) does not pile up.
-                struct Buffer<D> {
-                    cap: Capability<Epoch>,
-                    updates: Vec<(D, isize)>,
-                    consolidated: usize,
-                }
-                let mut pending: BTreeMap<Epoch, Buffer<D>> = BTreeMap::new();
-                // In a multi-process cluster, capabilities of epochs this worker failed to
-                // stage are never released: with them dropped, the epoch would look complete
-                // to the committer on another process (before this one stops) and commit
-                // without this worker's changes. In one process every worker stops at once.
-                let mut failed_epochs: Vec<Capability<Epoch>> = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|cap, data| {
-                        for batch in data {
-                            let mut rows = batch.drain(..).peekable();
-                            while let Some((row, time, diff)) = rows.next() {
-                                let buffer = pending.entry(time).or_insert_with(|| Buffer {
-                                    cap: cap.delayed(&time, 0),
-                                    updates: Vec::new(),
-                                    consolidated: 0,
-                                });
-                                buffer.updates.push((row, diff));
-                                // Records of a batch mostly share one time: append them in one go.
-                                while let Some((row, _, diff)) =
-                                    rows.next_if(|(_, t, _)| *t == time)
-                                {
+    let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> =
+        crate::merging::track_arrivals(collection.inner)
+            // Route each row by its hash, so that all changes of a row meet on one worker and
+            // staging consolidates them globally (a collection assembled by `concat`, e.g. a
+            // left join, may hold a row's +1 and -1 on different workers).
+            .unary_frontier(
+                Exchange::new(|(row, _, _): &(D, Epoch, isize)| row.hashed().into()),
+                &format!("Stage {name}"),
+                move |_cap, _info| {
+                    /// An epoch's buffered changes; consolidated whenever they double, so that
+                    /// churn within a long epoch (+row, -row, ...) does not pile up.
+                    struct Buffer<D> {
+                        cap: Capability<Epoch>,
+                        updates: Vec<(D, isize)>,
+                        consolidated: usize,
+                    }
+                    let mut pending: BTreeMap<Epoch, Buffer<D>> = BTreeMap::new();
+                    // In a multi-process cluster, capabilities of epochs this worker failed to
+                    // stage are never released: with them dropped, the epoch would look complete
+                    // to the committer on another process (before this one stops) and commit
+                    // without this worker's changes. In one process every worker stops at once.
+                    let mut failed_epochs: Vec<Capability<Epoch>> = Vec::new();
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|cap, data| {
+                            for batch in data {
+                                let mut rows = batch.drain(..).peekable();
+                                while let Some((row, time, diff)) = rows.next() {
+                                    let buffer = pending.entry(time).or_insert_with(|| Buffer {
+                                        cap: cap.delayed(&time, 0),
+                                        updates: Vec::new(),
+                                        consolidated: 0,
+                                    });
                                     buffer.updates.push((row, diff));
+                                    // Records of a batch mostly share one time: append them in one go.
+                                    while let Some((row, _, diff)) =
+                                        rows.next_if(|(_, t, _)| *t == time)
+                                    {
+                                        buffer.updates.push((row, diff));
+                                    }
+                                    if buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16)
+                                    {
+                                        consolidate_unstable(&mut buffer.updates);
+                                        buffer.consolidated = buffer.updates.len();
+                                    }
                                 }
-                                if buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16) {
-                                    consolidate_unstable(&mut buffer.updates);
-                                    buffer.consolidated = buffer.updates.len();
-                                }
                             }
-                        }
-                    });
-                    while let Some(entry) = pending.first_entry() {
-                        let epoch = *entry.key();
-                        if frontier.less_equal(&epoch) {
-                            break;
-                        }
-                        let Buffer {
-                            cap, mut updates, ..
-                        } = entry.remove();
-                        if committed.is_some_and(|c| epoch <= c) {
-                            continue;
-                        }
-                        if stage_ctx.failed() {
-                            if stage_ctx.is_multi_process() {
-                                failed_epochs.push(cap);
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            let epoch = *entry.key();
+                            if frontier.less_equal(&epoch) {
+                                break;
                             }
-                            continue;
-                        }
-                        consolidate_unstable(&mut updates);
-                        if updates.is_empty() {
-                            continue;
-                        }
-                        staged_rows.inc_by(updates.len() as u64);
-                        if crate::failpoint::fails("fail_stage", &stage_name) {
-                            stage_ctx.fail(format!(
-                                "sink {stage_name}: staging epoch {epoch}: failpoint"
-                            ));
-                            if stage_ctx.is_multi_process() {
-                                failed_epochs.push(cap);
+                            let Buffer {
+                                cap, mut updates, ..
+                            } = entry.remove();
+                            if committed.is_some_and(|c| epoch <= c) {
+                                continue;
                             }
-                            continue;
-                        }
-                        match writer.stage(epoch, updates) {
-                            Ok(Some(piece)) => {
-                                crate::failpoint::hit("after_stage", &stage_name);
-                                output.session(&cap).give((epoch, piece))
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                stage_ctx
-                                    .fail(format!("sink {stage_name}: staging epoch {epoch}: {e}"));
+                            if stage_ctx.failed() {
                                 if stage_ctx.is_multi_process() {
                                     failed_epochs.push(cap);
+                                }
+                                continue;
+                            }
+                            consolidate_unstable(&mut updates);
+                            if updates.is_empty() {
+                                continue;
+                            }
+                            staged_rows.inc_by(updates.len() as u64);
+                            if crate::failpoint::fails("fail_stage", &stage_name) {
+                                stage_ctx.fail(format!(
+                                    "sink {stage_name}: staging epoch {epoch}: failpoint"
+                                ));
+                                if stage_ctx.is_multi_process() {
+                                    failed_epochs.push(cap);
+                                }
+                                continue;
+                            }
+                            match writer.stage(epoch, updates) {
+                                Ok(Some(piece)) => {
+                                    crate::failpoint::hit("after_stage", &stage_name);
+                                    output.session(&cap).give((epoch, piece))
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    stage_ctx.fail(format!(
+                                        "sink {stage_name}: staging epoch {epoch}: {e}"
+                                    ));
+                                    if stage_ctx.is_multi_process() {
+                                        failed_epochs.push(cap);
+                                    }
                                 }
                             }
                         }
                     }
-                }
-            },
-        );
+                },
+            );
 
     // Commit: on worker 0, once both the staged pieces and the positions have passed an epoch.
     let commit_ctx = ctx.clone();
