@@ -163,14 +163,19 @@ pub fn idle_merging(config: &mut WorkerConfig, effort: Option<usize>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn exerts_only_while_a_merge_is_in_progress() {
+    /// The exertion policy `idle_merging` installs for `effort`.
+    fn policy(effort: usize) -> ExertionLogic {
         let mut config = WorkerConfig::default();
-        idle_merging(&mut config, Some(7));
-        let logic = config
+        idle_merging(&mut config, Some(effort));
+        config
             .get::<ExertionLogic>("differential/default_exert_logic")
             .cloned()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn exerts_only_while_a_merge_is_in_progress() {
+        let logic = policy(7);
         // Several settled levels: nothing to do.
         assert_eq!(logic(&[(3, 1, 100), (1, 1, 4), (0, 0, 0)]), None);
         // A level merging two batches: exert.
@@ -186,12 +191,7 @@ mod tests {
     #[test]
     fn no_idle_effort_while_an_epoch_is_in_flight() {
         use timely::dataflow::operators::{Input, Probe};
-        let mut config = WorkerConfig::default();
-        idle_merging(&mut config, Some(2_000));
-        let logic = config
-            .get::<ExertionLogic>("differential/default_exert_logic")
-            .cloned()
-            .unwrap();
+        let logic = policy(2_000);
         let merging = [(3, 2, 100)];
         timely::execute_directly(move |worker| {
             reset_worker();
