@@ -25,6 +25,7 @@ use alluvium_medallion::generate::{generate, GeneratorConfig};
 use alluvium_medallion::{medallion, PipelineConfig, Topics};
 use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
+use timely::dataflow::operators::Probe;
 
 fn peak_rss_mib() -> f64 {
     status_mib("VmHWM:")
@@ -143,7 +144,7 @@ fn main() {
             // As the engine's sinks do: idle merging waits while an epoch is on its way here.
             let tables = alluvium_engine::merging::track_arrivals(outputs.tables.inner);
             let probe = timely::dataflow::ProbeHandle::new();
-            timely::dataflow::operators::Probe::probe_with(tables, &probe);
+            tables.probe_with(&probe);
             (input, probe)
         });
         let t = Instant::now();

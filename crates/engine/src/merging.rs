@@ -80,15 +80,33 @@ pub fn reset_worker() {
 
 /// Whether some sealed epoch has not yet arrived at every tracker of this worker thread.
 pub fn epoch_in_flight() -> bool {
-    WORKER_EPOCHS.with(|w| in_flight(&w.borrow()))
+    WORKER_EPOCHS.with(|w| w.borrow().in_flight())
 }
 
-fn in_flight(w: &WorkerEpochs) -> bool {
-    w.sealed.is_some_and(|sealed| {
-        w.arrivals
-            .iter()
-            .any(|f| f.get().is_some_and(|f| f < sealed))
-    })
+impl WorkerEpochs {
+    fn in_flight(&self) -> bool {
+        self.sealed.is_some_and(|sealed| {
+            self.arrivals
+                .iter()
+                .any(|f| f.get().is_some_and(|f| f < sealed))
+        })
+    }
+
+    /// Whether an arrangement asking to merge should wait (an epoch is in flight); if so, it
+    /// is owed a wake-up.
+    fn defer_merging(&mut self) -> bool {
+        let busy = self.in_flight();
+        self.wake_owed |= busy;
+        busy
+    }
+
+    /// Whether to wake the deferred arrangements now (a wake-up is owed and nothing is in
+    /// flight any more); the debt is then paid.
+    fn take_wake(&mut self) -> bool {
+        let wake = self.wake_owed && !self.in_flight();
+        self.wake_owed &= !wake;
+        wake
+    }
 }
 
 /// `stream`, unchanged, with its arrivals tracked: an epoch sealed on this worker is in flight
@@ -107,14 +125,7 @@ pub fn track_arrivals<'s, D: Clone + 'static>(
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| output.session(&cap).give_containers(data));
             seen.set(frontier.frontier().first().copied());
-            let wake = WORKER_EPOCHS.with(|w| {
-                let mut w = w.borrow_mut();
-                let wake = w.wake_owed && !in_flight(&w);
-                if wake {
-                    w.wake_owed = false;
-                }
-                wake
-            });
+            let wake = WORKER_EPOCHS.with(|w| w.borrow_mut().take_wake());
             // The operators built before this one (its siblings 1..index: 0 is the scope
             // itself) include every arrangement upstream; scheduling the others once is
             // harmless. Arrangements nested in regions are not reached: they resume merging
@@ -147,14 +158,7 @@ pub fn idle_merging(config: &mut WorkerConfig, effort: Option<usize>) {
             .then_some(effort)
             // While an epoch is in flight: `None` also stops the arrangement rescheduling
             // itself; the tracker that sees the epoch through wakes it.
-            .filter(|_| {
-                WORKER_EPOCHS.with(|w| {
-                    let mut w = w.borrow_mut();
-                    let busy = in_flight(&w);
-                    w.wake_owed |= busy;
-                    !busy
-                })
-            })
+            .filter(|_| !WORKER_EPOCHS.with(|w| w.borrow_mut().defer_merging()))
     });
     config.set::<ExertionLogic>("differential/default_exert_logic".to_string(), logic);
 }
