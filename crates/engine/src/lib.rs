@@ -50,6 +50,7 @@ pub mod latest;
 pub mod left_join;
 pub mod merging;
 pub mod metrics;
+pub mod operator_time;
 pub mod position;
 pub mod quantiles;
 pub mod recorded;

@@ -222,8 +222,12 @@ where
     let progress = Arc::new((Mutex::new(false), Condvar::new()));
     let shared = failure.clone();
     let signal = progress.clone();
+    let operator_times = crate::operator_time::enabled();
     let guards = timely::execute(config, move |worker| {
         crate::merging::reset_worker();
+        let times = operator_times
+            .then(|| crate::operator_time::OperatorTimes::record(worker))
+            .flatten();
         let ctx = WorkerContext {
             index: worker.index(),
             peers: worker.peers(),
@@ -241,6 +245,11 @@ where
                 None
             }
         };
+        if let Some(times) = times {
+            // Removing the logger flushes the events it still buffers.
+            worker.log_register().map(|mut r| r.remove("timely"));
+            times.emit(ctx.index);
+        }
         let failed = result.is_none();
         if failed {
             let (lock, cvar) = &*signal;
