@@ -35,34 +35,75 @@ const COUNTRIES: [&str; 249] = [
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 ];
 
+/// [`COUNTRIES`] as a bit per code: bit `second - b'A'` of word `first - b'A'`. Every
+/// order event asks, and a binary search of 2-byte strings is eight `memcmp` calls.
+const COUNTRY_BITS: [u32; 26] = {
+    let mut bits = [0u32; 26];
+    let mut i = 0;
+    while i < COUNTRIES.len() {
+        let c = COUNTRIES[i].as_bytes();
+        bits[(c[0] - b'A') as usize] |= 1 << (c[1] - b'A');
+        i += 1;
+    }
+    bits
+};
+
 /// Whether `code` (already uppercase) is an assigned ISO 3166-1 alpha-2 code.
 pub fn is_country(code: &str) -> bool {
-    COUNTRIES.binary_search(&code).is_ok()
+    match *code.as_bytes() {
+        [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            COUNTRY_BITS[(a - b'A') as usize] >> (b - b'A') & 1 == 1
+        }
+        _ => false,
+    }
+}
+
+/// A code of up to 8 bytes as one integer (length in the top byte), so that a list of
+/// codes is searched by integer comparison; `None` for longer codes.
+fn packed(code: &str) -> Option<u64> {
+    let b = code.as_bytes();
+    (b.len() <= 7).then(|| {
+        let mut word = [0u8; 8];
+        word[..b.len()].copy_from_slice(b);
+        word[7] = b.len() as u8;
+        u64::from_le_bytes(word)
+    })
 }
 
 /// The accepted currencies, uppercase.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Currencies(Vec<String>);
+pub struct Currencies {
+    codes: Vec<String>,
+    /// The codes [`packed`] (all of them, unless one is longer than 7 bytes): every order
+    /// event asks, and comparing integers beats a `memcmp` call per accepted code.
+    packed: Option<Vec<u64>>,
+}
 
 impl Default for Currencies {
     fn default() -> Self {
-        Currencies(DEFAULT_CURRENCIES.iter().map(|c| c.to_string()).collect())
+        Currencies::new(DEFAULT_CURRENCIES)
     }
 }
 
 impl Currencies {
     /// A custom list (case-insensitive).
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(codes: I) -> Self {
-        Currencies(
-            codes
-                .into_iter()
-                .map(|c| c.as_ref().trim().to_uppercase())
-                .collect(),
-        )
+        let codes: Vec<String> = codes
+            .into_iter()
+            .map(|c| c.as_ref().trim().to_uppercase())
+            .collect();
+        let packed = codes.iter().map(|c| packed(c)).collect();
+        Currencies { codes, packed }
     }
+
     /// Whether `code` (already uppercase) is accepted.
     pub fn contains(&self, code: &str) -> bool {
-        self.0.iter().any(|c| c == code)
+        match (&self.packed, packed(code)) {
+            (Some(list), Some(code)) => list.contains(&code),
+            // A code too long to pack is not in an all-packed list.
+            (Some(_), None) => false,
+            (None, _) => self.codes.iter().any(|c| c == code),
+        }
     }
 }
 
@@ -75,5 +116,33 @@ mod tests {
         assert!(COUNTRIES.windows(2).all(|w| w[0] < w[1]));
         assert!(is_country("DE") && is_country("TW") && is_country("AX"));
         assert!(!is_country("UK") && !is_country("EU") && !is_country("XK") && !is_country("de"));
+        // The bit table says exactly what the sorted list says, for every two-byte string
+        // of interest.
+        let bytes: Vec<u8> = (b'A'..=b'Z')
+            .chain([b'a', b'z', b'@', b'[', 0, 0xc3])
+            .collect();
+        for &a in &bytes {
+            for &b in &bytes {
+                let code = String::from_utf8_lossy(&[a, b]).into_owned();
+                assert_eq!(
+                    is_country(&code),
+                    COUNTRIES.binary_search(&code.as_str()).is_ok(),
+                    "{code:?}"
+                );
+            }
+        }
+        assert!(!is_country("") && !is_country("D") && !is_country("DEU"));
+    }
+
+    #[test]
+    fn currencies_match_whole_codes_only() {
+        let c = Currencies::default();
+        assert!(c.contains("USD") && c.contains("KRW"));
+        for no in ["", "US", "USDX", "usd", "USD\0", "EURO", "ABCDEFGHIJ"] {
+            assert!(!c.contains(no), "{no:?}");
+        }
+        let custom = Currencies::new([" btc ", "Tether-USDT-Long"]);
+        assert!(custom.contains("BTC") && custom.contains("TETHER-USDT-LONG"));
+        assert!(!custom.contains("USD") && !custom.contains("TETHER"));
     }
 }

@@ -6,8 +6,9 @@ use crate::json::{elements, fields, Json};
 
 use crate::codes::{is_country, Currencies, STATUSES};
 use crate::money::Money;
-use crate::rows::{Item, OrderEvent, Rejection};
+use crate::rows::{Item, OrderEvent, Rejection, Text};
 use crate::time::parse_rfc3339;
+use smol_str::StrExt;
 
 /// The order rules of spec §3.1, in the order they are checked.
 pub const RULES: [&str; 10] = [
@@ -23,11 +24,30 @@ pub const RULES: [&str; 10] = [
     "invalid_price",
 ];
 
-fn reject(rule: &'static str, detail: impl Into<String>, key: &Option<String>) -> Rejection {
+fn reject(rule: &'static str, detail: impl Into<String>, key: Option<&str>) -> Rejection {
     Rejection {
         rule,
         detail: detail.into(),
-        record_key: key.clone(),
+        record_key: key.map(str::to_owned),
+    }
+}
+
+/// `s.to_lowercase()` as [`Text`], without a heap string for the usual short ASCII value.
+/// Non-ASCII text takes `str::to_lowercase` (final sigma and all), so results are the same.
+fn lower(s: &str) -> Text {
+    if s.is_ascii() {
+        s.to_ascii_lowercase_smolstr()
+    } else {
+        s.to_lowercase().into()
+    }
+}
+
+/// `s.to_uppercase()` as [`Text`]; see [`lower`] (`ß` still becomes `SS`).
+fn upper(s: &str) -> Text {
+    if s.is_ascii() {
+        s.to_ascii_uppercase_smolstr()
+    } else {
+        s.to_uppercase().into()
     }
 }
 
@@ -47,24 +67,24 @@ fn json_integer(v: &Option<Json>) -> Option<i64> {
     }
 }
 
-fn id_text(v: &Option<Json>) -> Option<String> {
+fn id_text(v: &Option<Json>) -> Option<Text> {
     match v.as_ref()? {
-        Json::String(s) => Some(s.to_string()),
-        Json::Number(n) => Some((*n).to_owned()),
+        Json::String(s) => Some(Text::from(s.as_ref())),
+        Json::Number(n) => Some(Text::from(*n)),
         _ => None,
     }
 }
 
 /// A free-text field: strings as they are, other values as compact JSON text (what
 /// `serde_json::Value`'s `to_string` gives), `null` as none.
-fn free_text(v: Option<&RawValue>) -> Option<String> {
+fn free_text(v: Option<&RawValue>) -> Option<Text> {
     let raw = v?;
     match Json::of(raw) {
         Json::Null => None,
-        Json::String(s) => Some(s.into_owned()),
+        Json::String(s) => Some(Text::from(s.as_ref())),
         _ => serde_json::from_str::<serde_json::Value>(raw.get())
             .ok()
-            .map(|v| v.to_string()),
+            .map(|v| v.to_string().into()),
     }
 }
 
@@ -87,25 +107,29 @@ const REQUIRED: std::ops::Range<usize> = 0..9;
 /// Validates one order event payload against spec §3.1, rule by rule in the spec's order,
 /// and normalises it. The first failing rule decides the rejection.
 pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, Rejection> {
-    let none = None;
     // 1. json_parse
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| reject("json_parse", format!("not UTF-8: {e}"), &none))?;
+    // SIMD validation: the whole payload is checked for every event. Only a failure asks
+    // `std` again, for its description of the error.
+    let text = simdutf8::basic::from_utf8(payload).map_err(|_| {
+        let detail = match std::str::from_utf8(payload) {
+            Err(e) => format!("not UTF-8: {e}"),
+            Ok(_) => "not UTF-8".to_owned(),
+        };
+        reject("json_parse", detail, None)
+    })?;
     let mut raw: [Option<&RawValue>; 10] = [None; 10];
     if fields(text, &FIELDS, &mut raw).is_err() {
         // Not JSON, or not an object: say which, in serde_json's words (rare: no hurry).
         return Err(match serde_json::from_str::<serde_json::Value>(text) {
-            Err(e) => reject("json_parse", format!("not JSON: {e}"), &none),
-            Ok(_) => reject("json_parse", "not a JSON object", &none),
+            Err(e) => reject("json_parse", format!("not JSON: {e}"), None),
+            Ok(_) => reject("json_parse", "not a JSON object", None),
         });
     }
     let f: [Option<Json>; 10] = raw.map(|r| r.map(Json::of));
     let [event_id_f, order_id_f, customer_id_f, status_f, event_ts_f, order_ts_f, currency_f, items_f, shipping_f, _] =
         &f;
-    let key = order_id_f
-        .as_ref()
-        .and_then(Json::as_str)
-        .map(str::to_owned);
+    // Rejections name the order; borrowed, since valid events (most) never need it.
+    let key = order_id_f.as_ref().and_then(Json::as_str);
 
     // 2. missing_field
     for i in REQUIRED {
@@ -113,7 +137,7 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
             return Err(reject(
                 "missing_field",
                 format!("`{}` is missing", FIELDS[i]),
-                &key,
+                key,
             ));
         }
     }
@@ -127,13 +151,13 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         return Err(reject(
             "missing_field",
             "`shipping.country` is missing",
-            &key,
+            key,
         ));
     }
     let event_id = id_text(event_id_f)
-        .ok_or_else(|| reject("missing_field", "`event_id` is not a string", &key))?;
+        .ok_or_else(|| reject("missing_field", "`event_id` is not a string", key))?;
     let order_id = id_text(order_id_f)
-        .ok_or_else(|| reject("missing_field", "`order_id` is not a string", &key))?;
+        .ok_or_else(|| reject("missing_field", "`order_id` is not a string", key))?;
 
     // 3. invalid_customer_id
     let customer_id = json_integer(customer_id_f)
@@ -142,7 +166,7 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
             reject(
                 "invalid_customer_id",
                 "`customer_id` is not an integer >= 1",
-                &key,
+                key,
             )
         })?;
 
@@ -150,9 +174,9 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
     let status = status_f
         .as_ref()
         .and_then(Json::as_str)
-        .map(|s| s.trim().to_lowercase())
+        .map(|s| lower(s.trim()))
         .filter(|s| STATUSES.contains(&s.as_str()))
-        .ok_or_else(|| reject("invalid_status", "`status` is not a known status", &key))?;
+        .ok_or_else(|| reject("invalid_status", "`status` is not a known status", key))?;
 
     // 5. invalid_timestamp
     let ts = |v: &Option<Json>| v.as_ref().and_then(Json::as_str).and_then(parse_rfc3339);
@@ -160,14 +184,14 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         reject(
             "invalid_timestamp",
             "`event_ts` is not an RFC 3339 timestamp in range",
-            &key,
+            key,
         )
     })?;
     let order_ts = ts(order_ts_f).ok_or_else(|| {
         reject(
             "invalid_timestamp",
             "`order_ts` is not an RFC 3339 timestamp in range",
-            &key,
+            key,
         )
     })?;
 
@@ -175,13 +199,13 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
     let currency = currency_f
         .as_ref()
         .and_then(Json::as_str)
-        .map(|s| s.trim().to_uppercase())
+        .map(|s| upper(s.trim()))
         .filter(|c| currencies.contains(c))
         .ok_or_else(|| {
             reject(
                 "invalid_currency",
                 "`currency` is not an accepted currency",
-                &key,
+                key,
             )
         })?;
 
@@ -189,13 +213,13 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
     let shipping_country = country_f
         .as_ref()
         .and_then(Json::as_str)
-        .map(|s| s.trim().to_uppercase())
+        .map(|s| upper(s.trim()))
         .filter(|c| is_country(c))
         .ok_or_else(|| {
             reject(
                 "invalid_country",
                 "`shipping.country` is not an ISO 3166-1 alpha-2 code",
-                &key,
+                key,
             )
         })?;
 
@@ -209,7 +233,7 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         reject(
             "invalid_items",
             "`items` is not an array of 1 to 500 entries",
-            &key,
+            key,
         )
     })?;
     // Each item's product_id, quantity and unit_price (all `None` for a non-object item).
@@ -222,54 +246,50 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         }
         item_fields.push(raw.map(|r| r.map(Json::of)));
     }
-    let mut product_ids = Vec::with_capacity(items.len());
-    for (i, [product, _, _]) in item_fields.iter().enumerate() {
-        match product.as_ref().and_then(Json::as_str) {
-            Some(p) if !p.trim().is_empty() => product_ids.push(p),
-            _ => {
-                return Err(reject(
-                    "invalid_items",
-                    format!("item {} has no product_id", i + 1),
-                    &key,
-                ))
-            }
-        }
+    // Rules 8–10 each look at every item before the next rule looks at any, so that the
+    // first failing rule (not the first failing item) names the rejection.
+    let product = |fields: &[Option<Json>; 3]| -> Option<Text> {
+        let p = fields[0].as_ref().and_then(Json::as_str)?;
+        (!p.trim().is_empty()).then(|| Text::from(p))
+    };
+    let quantity =
+        |fields: &[Option<Json>; 3]| json_integer(&fields[1]).filter(|q| (1..=1000).contains(q));
+    if let Some(i) = item_fields.iter().position(|f| product(f).is_none()) {
+        return Err(reject(
+            "invalid_items",
+            format!("item {} has no product_id", i + 1),
+            key,
+        ));
     }
 
     // 9. invalid_quantity
-    let mut quantities = Vec::with_capacity(items.len());
-    for (i, [_, quantity, _]) in item_fields.iter().enumerate() {
-        match json_integer(quantity) {
-            Some(q) if (1..=1000).contains(&q) => quantities.push(q),
-            _ => {
-                return Err(reject(
-                    "invalid_quantity",
-                    format!("item {} has a quantity outside 1..=1000", i + 1),
-                    &key,
-                ))
-            }
-        }
+    if let Some(i) = item_fields.iter().position(|f| quantity(f).is_none()) {
+        return Err(reject(
+            "invalid_quantity",
+            format!("item {} has a quantity outside 1..=1000", i + 1),
+            key,
+        ));
     }
 
     // 10. invalid_price
     let mut parsed = Vec::with_capacity(items.len());
-    for (i, [_, _, price]) in item_fields.iter().enumerate() {
-        let price = match price {
+    for (i, fields) in item_fields.iter().enumerate() {
+        let price = match &fields[2] {
             Some(Json::String(s)) => Money::parse_price(s),
             Some(Json::Number(n)) => Money::parse_price(n),
             _ => None,
         };
-        match price {
-            Some(p) => parsed.push(Item {
-                product_id: product_ids[i].into(),
-                quantity: quantities[i],
-                unit_price: p,
+        match (price, product(fields), quantity(fields)) {
+            (Some(unit_price), Some(product_id), Some(quantity)) => parsed.push(Item {
+                product_id,
+                quantity,
+                unit_price,
             }),
-            None => {
+            _ => {
                 return Err(reject(
                     "invalid_price",
                     format!("item {} has an invalid unit_price", i + 1),
-                    &key,
+                    key,
                 ))
             }
         }
@@ -277,15 +297,15 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
 
     Ok(OrderEvent {
         event_ts,
-        event_id: event_id.into(),
-        order_id: order_id.into(),
+        event_id,
+        order_id,
         customer_id,
-        status: status.into(),
+        status,
         order_ts,
-        currency: currency.into(),
-        shipping_country: shipping_country.into(),
-        shipping_city: free_text(shipping[1]).map(Into::into),
-        payment_method: free_text(raw[9]).map(|p| p.trim().to_lowercase().into()),
+        currency,
+        shipping_country,
+        shipping_city: free_text(shipping[1]),
+        payment_method: free_text(raw[9]).map(|p| lower(p.trim())),
         items: parsed,
     })
 }
@@ -348,14 +368,13 @@ mod reference {
         payload: &[u8],
         currencies: &Currencies,
     ) -> Result<OrderEvent, Rejection> {
-        let none = None;
         // 1. json_parse
         let text = std::str::from_utf8(payload)
-            .map_err(|e| reject("json_parse", format!("not UTF-8: {e}"), &none))?;
+            .map_err(|e| reject("json_parse", format!("not UTF-8: {e}"), None))?;
         let value: Value = serde_json::from_str(text)
-            .map_err(|e| reject("json_parse", format!("not JSON: {e}"), &none))?;
+            .map_err(|e| reject("json_parse", format!("not JSON: {e}"), None))?;
         let Value::Object(obj) = value else {
-            return Err(reject("json_parse", "not a JSON object", &none));
+            return Err(reject("json_parse", "not a JSON object", None));
         };
         let key = match obj.get("order_id") {
             Some(Value::String(s)) => Some(s.clone()),
@@ -378,7 +397,7 @@ mod reference {
                 return Err(reject(
                     "missing_field",
                     format!("`{field}` is missing"),
-                    &key,
+                    key.as_deref(),
                 ));
             }
         }
@@ -387,15 +406,30 @@ mod reference {
             return Err(reject(
                 "missing_field",
                 "`shipping.country` is missing",
-                &key,
+                key.as_deref(),
             ));
         }
-        let shipping = shipping
-            .ok_or_else(|| reject("missing_field", "`shipping.country` is missing", &key))?;
-        let event_id = id_text(obj.get("event_id"))
-            .ok_or_else(|| reject("missing_field", "`event_id` is not a string", &key))?;
-        let order_id = id_text(obj.get("order_id"))
-            .ok_or_else(|| reject("missing_field", "`order_id` is not a string", &key))?;
+        let shipping = shipping.ok_or_else(|| {
+            reject(
+                "missing_field",
+                "`shipping.country` is missing",
+                key.as_deref(),
+            )
+        })?;
+        let event_id = id_text(obj.get("event_id")).ok_or_else(|| {
+            reject(
+                "missing_field",
+                "`event_id` is not a string",
+                key.as_deref(),
+            )
+        })?;
+        let order_id = id_text(obj.get("order_id")).ok_or_else(|| {
+            reject(
+                "missing_field",
+                "`order_id` is not a string",
+                key.as_deref(),
+            )
+        })?;
 
         // 3. invalid_customer_id
         let customer_id = obj
@@ -406,7 +440,7 @@ mod reference {
                 reject(
                     "invalid_customer_id",
                     "`customer_id` is not an integer >= 1",
-                    &key,
+                    key.as_deref(),
                 )
             })?;
 
@@ -416,7 +450,13 @@ mod reference {
             _ => None,
         }
         .filter(|s| STATUSES.contains(&s.as_str()))
-        .ok_or_else(|| reject("invalid_status", "`status` is not a known status", &key))?;
+        .ok_or_else(|| {
+            reject(
+                "invalid_status",
+                "`status` is not a known status",
+                key.as_deref(),
+            )
+        })?;
 
         // 5. invalid_timestamp
         let ts = |field: &str| match obj.get(field) {
@@ -427,14 +467,14 @@ mod reference {
             reject(
                 "invalid_timestamp",
                 "`event_ts` is not an RFC 3339 timestamp in range",
-                &key,
+                key.as_deref(),
             )
         })?;
         let order_ts = ts("order_ts").ok_or_else(|| {
             reject(
                 "invalid_timestamp",
                 "`order_ts` is not an RFC 3339 timestamp in range",
-                &key,
+                key.as_deref(),
             )
         })?;
 
@@ -448,7 +488,7 @@ mod reference {
             reject(
                 "invalid_currency",
                 "`currency` is not an accepted currency",
-                &key,
+                key.as_deref(),
             )
         })?;
 
@@ -462,7 +502,7 @@ mod reference {
             reject(
                 "invalid_country",
                 "`shipping.country` is not an ISO 3166-1 alpha-2 code",
-                &key,
+                key.as_deref(),
             )
         })?;
 
@@ -473,7 +513,7 @@ mod reference {
                 return Err(reject(
                     "invalid_items",
                     "`items` is not an array of 1 to 500 entries",
-                    &key,
+                    key.as_deref(),
                 ))
             }
         };
@@ -485,7 +525,7 @@ mod reference {
                     return Err(reject(
                         "invalid_items",
                         format!("item {} has no product_id", i + 1),
-                        &key,
+                        key.as_deref(),
                     ))
                 }
             }
@@ -500,7 +540,7 @@ mod reference {
                     return Err(reject(
                         "invalid_quantity",
                         format!("item {} has a quantity outside 1..=1000", i + 1),
-                        &key,
+                        key.as_deref(),
                     ))
                 }
             }
@@ -524,7 +564,7 @@ mod reference {
                     return Err(reject(
                         "invalid_price",
                         format!("item {} has an invalid unit_price", i + 1),
-                        &key,
+                        key.as_deref(),
                     ))
                 }
             }
@@ -678,6 +718,14 @@ mod tests {
             ("items", "[{\"product_id\": \" \"}]"),
             ("items", "[{\"product_id\": \"P\", \"quantity\": 2, \"unit_price\": \"1.5\", \"quantity\": 3}]"),
             ("items", "[{\"product_id\": \"P\\\"\", \"quantity\": 1, \"unit_price\": 10}]"),
+            // Case mapping outside ASCII: `ſ` upper-cases to `S`, `ß` to `SS`, a final `Σ`
+            // lower-cases to `ς` (whole-string rules, not char by char).
+            ("currency", "\"uſd\""),
+            ("currency", "\"eur\\u00df\""),
+            ("shipping.country", "\"dſ\""),
+            ("status", "\"PAİD\""),
+            ("payment_method", "\" KARTΣ \""),
+            ("payment_method", "\"ΣΑΣ card\""),
         ] {
             payloads.push(with(field, value).into_bytes());
         }
