@@ -15,7 +15,7 @@ use crate::lake::LakeArgs;
 #[derive(Debug, Subcommand)]
 pub enum DqCommand {
     /// Print the `dq.results` of the latest epochs of a lake.
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
     /// Check a rules file against the pipeline's tables and list every rule in effect.
     Rules {
         /// The rules file (TOML); without it, the built-in rules.
@@ -52,7 +52,7 @@ pub struct ReportArgs {
 /// Entry point of `alluvium dq`.
 pub fn run(cmd: DqCommand) -> Result<()> {
     match cmd {
-        DqCommand::Report(args) => report(args),
+        DqCommand::Report(args) => report(*args),
         DqCommand::Rules { dq_config } => {
             let config = match &dq_config {
                 Some(path) => DqConfig::load(path)?,

@@ -27,6 +27,9 @@ pub struct LakeArgs {
     /// Target size of the Parquet data files, MiB.
     #[arg(long, default_value_t = 128)]
     pub lake_file_mib: usize,
+    /// Merge a table's small manifests once a commit would list this many (0: never).
+    #[arg(long, default_value_t = 100)]
+    pub lake_manifest_merge_count: usize,
     /// Object storage settings for an `s3://` warehouse.
     #[command(flatten)]
     pub s3: S3Args,
@@ -83,6 +86,7 @@ impl LakeArgs {
         };
         config.catalog_name = self.lake_catalog_name.clone();
         config.target_file_size = self.lake_file_mib.max(1) * 1024 * 1024;
+        config.manifest_merge_count = self.lake_manifest_merge_count;
         config.s3 = self.s3.options();
         config.validate()?;
         Ok(Some(config))

@@ -117,6 +117,32 @@ fn assert_lake_matches_expected(lake: &Path, out: &Path) {
     assert_matches_expected(out);
 }
 
+/// Every table's current snapshot lists at most `most` manifests, though the run committed
+/// many more epochs than that.
+fn assert_manifests_merged(config: &LakeConfig, most: usize) {
+    blocking(async {
+        let catalog = config.open_catalog().await?;
+        for def in table_defs() {
+            let t = alluvium_connectors::lake::commit::ensure_table(&catalog, &def).await?;
+            let Some(snapshot) = t.metadata().current_snapshot() else {
+                continue;
+            };
+            let list = t.manifest_list_reader(snapshot).load().await.map_err(|e| {
+                alluvium_connectors::lake::LakeError::Data(format!("manifest list: {e}"))
+            })?;
+            assert!(
+                list.entries().len() <= most,
+                "{}: {} manifests after {} snapshots",
+                def.qualified_name(),
+                list.entries().len(),
+                t.metadata().snapshots().count()
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
 fn local_config(dir: &Path) -> LakeConfig {
     LakeConfig::local(dir).unwrap()
 }
@@ -145,9 +171,13 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         "60",
         "--epoch-ms",
         "20",
+        // Merge manifests early, so that every reader below reads merged ones.
+        "--lake-manifest-merge-count",
+        "4",
     ]);
     assert_lake_matches_expected(&lake, &dir.path().join("csv"));
     let config = local_config(&lake);
+    assert_manifests_merged(&config, 4);
     assert_bronze_exact(&config);
     assert_iceberg_scan_agrees(&config);
     assert_warehouse_matches(&url);

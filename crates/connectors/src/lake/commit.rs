@@ -37,6 +37,92 @@ use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use super::table::TableDef;
 use super::{LakeConfig, LakeError};
 
+/// Manifests at least this large are left alone by merging (Iceberg's
+/// `commit.manifest.target-size-bytes`): merging rewrites every entry it carries, so a
+/// manifest that has grown to this size is not rewritten again and again.
+const MANIFEST_TARGET_BYTES: i64 = 8 * 1024 * 1024;
+
+/// Merges, per kind (data, deletes), the manifests smaller than [`MANIFEST_TARGET_BYTES`] into
+/// one new manifest once the list would hold `merge_count` manifests or more. Live entries
+/// are carried as `EXISTING` with their snapshot id and sequence numbers, so readers apply
+/// position deletes exactly as before; entries already `DELETED` are dropped. Returns the
+/// list in its new form (merged manifests last).
+async fn merge_small_manifests(
+    merge_count: usize,
+    table: &Table,
+    manifests: Vec<ManifestFile>,
+    cache: &mut ManifestCache,
+    id: i64,
+    manifest_path: &mut impl FnMut() -> String,
+) -> Result<Vec<ManifestFile>, LakeError> {
+    // Room for the one or two manifests this commit adds.
+    if merge_count == 0 || manifests.len() + 2 < merge_count {
+        return Ok(manifests);
+    }
+    let name = table.identifier().to_string();
+    let metadata = table.metadata();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    let file_io = table.file_io();
+    let mut kept = Vec::new();
+    let mut merged = Vec::new();
+    for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
+        let (small, rest): (Vec<ManifestFile>, Vec<ManifestFile>) = manifests
+            .iter()
+            .filter(|m| m.content == content)
+            .cloned()
+            .partition(|m| m.manifest_length < MANIFEST_TARGET_BYTES);
+        kept.extend(rest);
+        if small.len() < 2 {
+            kept.extend(small);
+            continue;
+        }
+        let output = file_io
+            .new_output(manifest_path())
+            .map_err(err(format!("creating a manifest of {name}")))?;
+        let builder = ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone());
+        let mut writer = match content {
+            ManifestContentType::Data => builder.build_v2_data(),
+            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        };
+        let mut entries = 0usize;
+        for manifest in &small {
+            let m = match cache.get(&manifest.manifest_path) {
+                Some(m) => m.clone(),
+                None => std::sync::Arc::new(
+                    manifest
+                        .load_manifest(file_io)
+                        .await
+                        .map_err(err(format!("reading a manifest of {name}")))?,
+                ),
+            };
+            for entry in m.entries().iter().filter(|e| e.is_alive()) {
+                writer
+                    .add_existing_file(
+                        entry.data_file().clone(),
+                        entry.snapshot_id().unwrap_or(id),
+                        entry.sequence_number().unwrap_or(0),
+                        entry.file_sequence_number,
+                    )
+                    .map_err(err(format!("merging manifests of {name}")))?;
+                entries += 1;
+            }
+        }
+        // Manifests whose every file was removed leave nothing to list.
+        if entries > 0 {
+            merged.push(
+                writer
+                    .write_manifest_file()
+                    .await
+                    .map_err(err(format!("writing a manifest of {name}")))?,
+            );
+        }
+        tracing::debug!(table = %name, ?content, manifests = small.len(), entries, "merged manifests");
+    }
+    kept.extend(merged);
+    Ok(kept)
+}
+
 /// Snapshot summary key holding the epoch a snapshot commits.
 pub const EPOCH_PROPERTY: &str = "alluvium.epoch";
 /// Snapshot summary key holding the source positions (JSON) at the end of that epoch.
@@ -313,6 +399,17 @@ pub async fn commit_snapshot(
         }
     }
 
+    // 1b. Too many manifests: merge the small ones of each kind.
+    let mut manifests = merge_small_manifests(
+        config.manifest_merge_count,
+        table,
+        manifests,
+        cache,
+        id,
+        &mut manifest_path,
+    )
+    .await?;
+
     // 2. The new files: data files in one manifest, position deletes in another.
     let (added, added_delete_files): (Vec<DataFile>, Vec<DataFile>) = change
         .added
@@ -366,6 +463,9 @@ pub async fn commit_snapshot(
         .await
         .map_err(err(format!("creating the manifest list of {name}")))?;
     let mut list = ManifestListWriter::v2(list_writer, id, parent, sequence);
+    // Manifests no longer listed (rewritten or merged) need not stay cached.
+    let listed: HashSet<&str> = manifests.iter().map(|m| m.manifest_path.as_str()).collect();
+    cache.retain(|path, _| listed.contains(path.as_str()));
     list.add_manifests(manifests.into_iter())
         .map_err(err(format!("writing the manifest list of {name}")))?;
     list.close()

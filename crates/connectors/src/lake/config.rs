@@ -42,6 +42,11 @@ pub struct LakeConfig {
     pub s3: S3Options,
     /// Target size of data files, bytes.
     pub target_file_size: usize,
+    /// A commit merges a table's small manifests of one kind (data or deletes) into one once
+    /// it would list this many (Iceberg's `commit.manifest.min-count-to-merge`, default
+    /// 100). Every commit adds a manifest or two: without merging, the manifest list — read
+    /// by every commit and every reader's scan planning — grows without bound.
+    pub manifest_merge_count: usize,
 }
 
 impl LakeConfig {
@@ -54,6 +59,7 @@ impl LakeConfig {
             warehouse: warehouse.into(),
             s3: S3Options::default(),
             target_file_size: 128 * 1024 * 1024,
+            manifest_merge_count: 100,
         }
     }
 
