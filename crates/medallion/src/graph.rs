@@ -415,7 +415,7 @@ pub fn medallion<'s>(
         .clone()
         .map(|c| (c.customer_id, (c.segment.clone(), c.country.clone())));
     let lines = left_join(
-        current.map(|(_, e)| (e.customer_id, ((&e.order_id).hashed(), e))),
+        current.map(|(_, e)| (e.customer_id, (e.order_id.hashed(), e))),
         customer_attrs,
         |(_, e): &(u64, Arc<OrderEvent>), attrs: Option<&(Option<Text>, Option<Text>)>| {
             let (segment, country) = attrs.cloned().unwrap_or((None, None));
