@@ -27,8 +27,8 @@ use std::str::FromStr;
 use alluvium_engine::{Checkpoint, Epoch, Positions};
 use iceberg::spec::{
     DataContentType, DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary, MAIN_BRANCH,
+    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, Summary, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -41,6 +41,49 @@ use super::{LakeConfig, LakeError};
 /// `commit.manifest.target-size-bytes`): merging rewrites every entry it carries, so a
 /// manifest that has grown to this size is not rewritten again and again.
 const MANIFEST_TARGET_BYTES: i64 = 8 * 1024 * 1024;
+
+/// A writer of one new manifest of `content` for snapshot `id`, at `path`.
+fn manifest_writer(
+    table: &Table,
+    path: String,
+    id: i64,
+    content: ManifestContentType,
+) -> Result<ManifestWriter, LakeError> {
+    let name = table.identifier();
+    let metadata = table.metadata();
+    let output = table
+        .file_io()
+        .new_output(path)
+        .map_err(err(format!("creating a manifest of {name}")))?;
+    let builder = ManifestWriterBuilder::new(
+        output,
+        Some(id),
+        metadata.current_schema().clone(),
+        metadata.default_partition_spec().as_ref().clone(),
+    );
+    Ok(match content {
+        ManifestContentType::Data => builder.build_v2_data(),
+        ManifestContentType::Deletes => builder.build_v2_deletes(),
+    })
+}
+
+/// The manifest `file` lists, from `cache` or read (and then cached).
+async fn cached_manifest(
+    table: &Table,
+    file: &ManifestFile,
+    cache: &mut ManifestCache,
+) -> Result<std::sync::Arc<iceberg::spec::Manifest>, LakeError> {
+    if let Some(m) = cache.get(&file.manifest_path) {
+        return Ok(m.clone());
+    }
+    let m = std::sync::Arc::new(
+        file.load_manifest(table.file_io())
+            .await
+            .map_err(err(format!("reading a manifest of {}", table.identifier())))?,
+    );
+    cache.insert(file.manifest_path.clone(), m.clone());
+    Ok(m)
+}
 
 /// Merges, per kind (data, deletes), the manifests smaller than [`MANIFEST_TARGET_BYTES`] into
 /// one new manifest once the list would hold `merge_count` manifests or more. Live entries
@@ -60,10 +103,6 @@ async fn merge_small_manifests(
         return Ok(manifests);
     }
     let name = table.identifier().to_string();
-    let metadata = table.metadata();
-    let schema = metadata.current_schema().clone();
-    let spec = metadata.default_partition_spec().as_ref().clone();
-    let file_io = table.file_io();
     let mut kept = Vec::new();
     let mut merged = Vec::new();
     for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
@@ -77,25 +116,10 @@ async fn merge_small_manifests(
             kept.extend(small);
             continue;
         }
-        let output = file_io
-            .new_output(manifest_path())
-            .map_err(err(format!("creating a manifest of {name}")))?;
-        let builder = ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone());
-        let mut writer = match content {
-            ManifestContentType::Data => builder.build_v2_data(),
-            ManifestContentType::Deletes => builder.build_v2_deletes(),
-        };
+        let mut writer = manifest_writer(table, manifest_path(), id, content)?;
         let mut entries = 0usize;
         for manifest in &small {
-            let m = match cache.get(&manifest.manifest_path) {
-                Some(m) => m.clone(),
-                None => std::sync::Arc::new(
-                    manifest
-                        .load_manifest(file_io)
-                        .await
-                        .map_err(err(format!("reading a manifest of {name}")))?,
-                ),
-            };
+            let m = cached_manifest(table, manifest, cache).await?;
             for entry in m.entries().iter().filter(|e| e.is_alive()) {
                 writer
                     .add_existing_file(
@@ -300,8 +324,6 @@ pub async fn commit_snapshot(
     let sequence = metadata.next_sequence_number();
     let commit_uuid = uuid::Uuid::new_v4();
     let location = metadata.location();
-    let schema = metadata.current_schema().clone();
-    let spec = metadata.default_partition_spec().as_ref().clone();
     let mut counter = 0;
     let mut manifest_path = || {
         counter += 1;
@@ -331,19 +353,7 @@ pub async fn commit_snapshot(
                 continue;
             }
             let is_data = manifest.content == ManifestContentType::Data;
-            let m = match cache.get(&manifest.manifest_path) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = std::sync::Arc::new(
-                        manifest
-                            .load_manifest(file_io)
-                            .await
-                            .map_err(err(format!("reading a manifest of {name}")))?,
-                    );
-                    cache.insert(manifest.manifest_path.clone(), m.clone());
-                    m
-                }
-            };
+            let m = cached_manifest(table, &manifest, cache).await?;
             let touched = m
                 .entries()
                 .iter()
@@ -352,16 +362,7 @@ pub async fn commit_snapshot(
                 manifests.push(manifest);
                 continue;
             }
-            let output = file_io
-                .new_output(manifest_path())
-                .map_err(err(format!("creating a manifest of {name}")))?;
-            let builder =
-                ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone());
-            let mut writer = if is_data {
-                builder.build_v2_data()
-            } else {
-                builder.build_v2_deletes()
-            };
+            let mut writer = manifest_writer(table, manifest_path(), id, manifest.content)?;
             let mut kept = 0;
             for entry in m.entries().iter().filter(|e| e.is_alive()) {
                 let seq = entry.sequence_number().unwrap_or(0);
@@ -424,19 +425,14 @@ pub async fn commit_snapshot(
         .sum();
     let added_deletes: u64 = added_delete_files.iter().map(|f| f.record_count()).sum();
     let added_delete_count = added_delete_files.len() as u64;
-    for (files, data) in [(added, true), (added_delete_files, false)] {
+    for (files, content) in [
+        (added, ManifestContentType::Data),
+        (added_delete_files, ManifestContentType::Deletes),
+    ] {
         if files.is_empty() {
             continue;
         }
-        let output = file_io
-            .new_output(manifest_path())
-            .map_err(err(format!("creating a manifest of {name}")))?;
-        let builder = ManifestWriterBuilder::new(output, Some(id), schema.clone(), spec.clone());
-        let mut writer = if data {
-            builder.build_v2_data()
-        } else {
-            builder.build_v2_deletes()
-        };
+        let mut writer = manifest_writer(table, manifest_path(), id, content)?;
         for file in files {
             writer
                 .add_file(file, sequence)
