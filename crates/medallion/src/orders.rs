@@ -248,10 +248,10 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
     }
     // Rules 8–10 each look at every item before the next rule looks at any, so that the
     // first failing rule (not the first failing item) names the rejection.
-    let product = |fields: &[Option<Json>; 3]| -> Option<Text> {
+    fn product<'a>(fields: &'a [Option<Json<'_>>; 3]) -> Option<&'a str> {
         let p = fields[0].as_ref().and_then(Json::as_str)?;
-        (!p.trim().is_empty()).then(|| Text::from(p))
-    };
+        (!p.trim().is_empty()).then_some(p)
+    }
     let quantity =
         |fields: &[Option<Json>; 3]| json_integer(&fields[1]).filter(|q| (1..=1000).contains(q));
     if let Some(i) = item_fields.iter().position(|f| product(f).is_none()) {
@@ -281,7 +281,7 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         };
         match (price, product(fields), quantity(fields)) {
             (Some(unit_price), Some(product_id), Some(quantity)) => parsed.push(Item {
-                product_id,
+                product_id: product_id.into(),
                 quantity,
                 unit_price,
             }),
