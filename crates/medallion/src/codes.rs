@@ -58,7 +58,7 @@ pub fn is_country(code: &str) -> bool {
     }
 }
 
-/// A code of up to 8 bytes as one integer (length in the top byte), so that a list of
+/// A code of up to 7 bytes as one integer (length in the top byte), so that a list of
 /// codes is searched by integer comparison; `None` for longer codes.
 fn packed(code: &str) -> Option<u64> {
     let b = code.as_bytes();
