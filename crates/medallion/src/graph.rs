@@ -19,7 +19,6 @@ use alluvium_engine::latest::latest_by_key;
 use alluvium_engine::left_join::left_join;
 use alluvium_engine::{Epoch, WorkerContext};
 use differential_dataflow::collection::{AsCollection, VecCollection};
-use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::vec::Partition;
@@ -404,20 +403,16 @@ pub fn medallion<'s>(
         .map(|(_, v)| v);
 
     // Facts: order lines with the customer's and the product's current attributes (left
-    // joins). The left sides are arranged by (key, value), and a product's key holds every
-    // line of it: sorting and merging compared the lines themselves, one pointer chase per
-    // comparison. A value led by its row's hash settles almost every comparison on that
-    // integer (equal hashes — an update's two versions, or a collision — still compare the
-    // rows, so the result is exact). The customer is joined per order, before the order becomes lines: the orders
+    // joins). The customer is joined per order, before the order becomes lines: the orders
     // arranged by customer are fewer and smaller than their lines, and only the product join
     // arranges the lines.
     let customer_attrs = customers_now
         .clone()
         .map(|c| (c.customer_id, (c.segment.clone(), c.country.clone())));
     let lines = left_join(
-        current.map(|(_, e)| (e.customer_id, (e.order_id.hashed(), e))),
+        current.map(|(_, e)| (e.customer_id, e)),
         customer_attrs,
-        |(_, e): &(u64, Arc<OrderEvent>), attrs: Option<&(Option<Text>, Option<Text>)>| {
+        |e: &Arc<OrderEvent>, attrs: Option<&(Option<Text>, Option<Text>)>| {
             let (segment, country) = attrs.cloned().unwrap_or((None, None));
             e.items
                 .iter()
@@ -451,9 +446,9 @@ pub fn medallion<'s>(
         .clone()
         .map(|p| (p.product_id.clone(), (p.category.clone(), p.brand.clone())));
     let facts = left_join(
-        lines.map(|f| (f.product_id.clone(), ((&f.order_id, f.line_no).hashed(), f))),
+        lines.map(|f| (f.product_id.clone(), f)),
         product_attrs,
-        |(_, f): &(u64, Arc<Fact>), attrs: Option<&(Text, Option<Text>)>| {
+        |f: &Arc<Fact>, attrs: Option<&(Text, Option<Text>)>| {
             let mut f = Fact::clone(f);
             if let Some((category, brand)) = attrs {
                 f.category = Some(category.clone());
