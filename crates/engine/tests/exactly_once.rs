@@ -229,6 +229,25 @@ fn run_two(
 
 #[test]
 fn sinks_at_different_checkpoints_each_get_what_they_miss() {
+    // Divergent by construction: `b` alone crashes after 3 commits, so the run of both
+    // starts with `b` at its third epoch and `a` at nothing (whether a crash of `a` alone
+    // leaves the two apart depends on thread timing).
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let log = make_log(7, 4, 800);
+    assert!(run_sinks(&log, vec![crashing(b.path(), Some(3))], 2, 100).is_err());
+    assert!(FileSink::<Row>::new(a.path())
+        .read_state()
+        .unwrap()
+        .is_none());
+    assert!(FileSink::<Row>::new(b.path())
+        .read_state()
+        .unwrap()
+        .is_some());
+    run_two(&log, a.path(), b.path(), 2, 100, None).unwrap();
+    check(&log, a.path());
+    check(&log, b.path());
+
     let mut diverged = 0;
     for (seed, crash) in [(3u64, 1usize), (4, 2), (5, 4), (6, 3)] {
         let a = tempfile::tempdir().unwrap();
@@ -251,10 +270,8 @@ fn sinks_at_different_checkpoints_each_get_what_they_miss() {
         check(&log, a.path());
         check(&log, b.path());
     }
-    assert!(
-        diverged > 0,
-        "no case left the sinks at different checkpoints"
-    );
+    // Timing decides how many crash cases diverge; report it rather than fail on it.
+    eprintln!("{diverged} of 4 crash cases left the sinks at different checkpoints");
 }
 
 proptest! {
