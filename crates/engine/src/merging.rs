@@ -20,9 +20,14 @@
 //! small epochs). So each worker thread tracks whether an epoch is in flight: sources report
 //! how far they have sealed their input ([`inputs_sealed_to`]), and [`track_arrivals`] marks
 //! where the data arrives last (the engine's sinks use it). While a sealed epoch has not
-//! arrived everywhere, an arrangement spends no idle effort and stops rescheduling itself;
-//! when the last arrival of the epoch is seen, the tracker wakes the operators before it, and
-//! the arrangements with merges in progress go on while the worker is idle.
+//! arrived everywhere, an arrangement spends no idle effort: it reschedules itself with zero
+//! effort, so that it takes up its merge at its first scheduling after the epoch has arrived.
+//! (Stop 14 woke the arrangements instead, by activating every operator built before the
+//! tracker; activating an operator timely had already shut down, while progress was still
+//! reported at it, panics inside timely — the `alluvium demo` hit it in about a third of its
+//! runs. Rescheduling with zero effort measured the same latencies; its cost is that a worker
+//! with a merge in progress polls instead of parking while it waits for an epoch's data from
+//! its peers.)
 //!
 //! Measured on 2.35 M messages of history, 500 epochs of 1k events (2 workers): p50 / p99 /
 //! max 21.8 / 62.4 / 88.9 ms when exerting always, 19.5 / 41.8 / 54.9 ms when not during
@@ -56,8 +61,6 @@ struct WorkerEpochs {
     sealed: Option<Epoch>,
     /// The frontiers seen by the arrival trackers of this worker (`None`: complete).
     arrivals: Vec<Rc<Cell<Option<Epoch>>>>,
-    /// Whether an arrangement stopped rescheduling itself because an epoch was in flight.
-    wake_owed: bool,
 }
 
 thread_local! {
@@ -91,54 +94,20 @@ impl WorkerEpochs {
                 .any(|f| f.get().is_some_and(|f| f < sealed))
         })
     }
-
-    /// Whether an arrangement asking to merge should wait (an epoch is in flight); if so, it
-    /// is owed a wake-up.
-    fn defer_merging(&mut self) -> bool {
-        let busy = self.in_flight();
-        self.wake_owed |= busy;
-        busy
-    }
-
-    /// Whether to wake the deferred arrangements now (a wake-up is owed and nothing is in
-    /// flight any more); the debt is then paid.
-    fn take_wake(&mut self) -> bool {
-        let wake = self.wake_owed && !self.in_flight();
-        self.wake_owed &= !wake;
-        wake
-    }
 }
 
 /// `stream`, unchanged, with its arrivals tracked: an epoch sealed on this worker is in flight
 /// until it has passed here (and every other tracker of the worker). Put it where the data
-/// arrives last, e.g. in front of a sink; it wakes the operators built before it when the
-/// last epoch in flight arrives, so their arrangements resume idle merging.
+/// arrives last, e.g. in front of a sink.
 pub fn track_arrivals<'s, D: Clone + 'static>(
     stream: StreamVec<'s, Epoch, D>,
 ) -> StreamVec<'s, Epoch, D> {
     let seen = Rc::new(Cell::new(Some(Epoch::default())));
     WORKER_EPOCHS.with(|w| w.borrow_mut().arrivals.push(seen.clone()));
-    let activations = stream.scope().activations();
-    stream.unary_frontier(Pipeline, "TrackArrivals", move |_cap, info| {
-        let address = info.address.to_vec();
-        let mut path = Vec::with_capacity(address.len());
+    stream.unary_frontier(Pipeline, "TrackArrivals", move |_cap, _info| {
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| output.session(&cap).give_containers(data));
             seen.set(frontier.frontier().first().copied());
-            let wake = WORKER_EPOCHS.with(|w| w.borrow_mut().take_wake());
-            // The operators built before this one (its siblings 1..index: 0 is the scope
-            // itself) include every arrangement upstream; scheduling the others once is
-            // harmless. Arrangements nested in regions are not reached: they resume merging
-            // with their next batch.
-            if let (true, Some((&index, prefix))) = (wake, address.split_last()) {
-                let mut activations = activations.borrow_mut();
-                for sibling in 1..index {
-                    path.clear();
-                    path.extend_from_slice(prefix);
-                    path.push(sibling);
-                    activations.activate(&path);
-                }
-            }
         }
     })
 }
@@ -156,9 +125,15 @@ pub fn idle_merging(config: &mut WorkerConfig, effort: Option<usize>) {
             .iter()
             .any(|&(_, batches, _)| batches > 1)
             .then_some(effort)
-            // While an epoch is in flight: `None` also stops the arrangement rescheduling
-            // itself; the tracker that sees the epoch through wakes it.
-            .filter(|_| !WORKER_EPOCHS.with(|w| w.borrow_mut().defer_merging()))
+            // While an epoch is in flight: no effort, but `Some` keeps the arrangement
+            // rescheduling itself, so that it resumes once the epoch has arrived.
+            .map(|effort| {
+                if WORKER_EPOCHS.with(|w| w.borrow().in_flight()) {
+                    0
+                } else {
+                    effort
+                }
+            })
     });
     config.set::<ExertionLogic>("differential/default_exert_logic".to_string(), logic);
 }
@@ -210,7 +185,7 @@ mod tests {
             input.advance_to(1);
             inputs_sealed_to(1);
             assert!(epoch_in_flight());
-            assert_eq!(logic(&merging), None);
+            assert_eq!(logic(&merging), Some(0));
             while probe.less_than(&1) {
                 worker.step();
             }
@@ -267,7 +242,8 @@ mod tests {
                 }
             }
             let deferred = spans(&mut trace);
-            // Idle: only the tracker's wake-up can have rescheduled the arrangement.
+            // Idle: the arrangement, rescheduling itself with no effort while the epoch was
+            // in flight, now spends its effort.
             for _ in 0..1_000 {
                 if spans(&mut trace) < deferred {
                     break;
