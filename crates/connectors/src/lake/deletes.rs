@@ -417,18 +417,24 @@ mod tests {
         .unwrap()
     }
 
+    /// A fresh lake with `merge_count`, after the same 24 random epochs every time.
+    fn history(merge_count: usize) -> (tempfile::TempDir, LakeConfig, BTreeMap<Thing, usize>, Rng) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = LakeConfig::local(dir.path()).unwrap();
+        config.manifest_merge_count = merge_count;
+        let mut model = BTreeMap::new();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        run_epochs(&config, &mut model, &mut rng, 1..25);
+        (dir, config, model, rng)
+    }
+
     /// Manifest merging: with a merge count of 4, a table committed 40 times lists at most
     /// 4 manifests, and every reader (ours after each commit, iceberg-rust's scan, a
     /// restarted committer rebuilding its index) still sees exactly the model's rows — the
     /// merged entries keep the sequence numbers that decide which deletes apply to them.
     #[test]
     fn merged_manifests_keep_every_reader_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LakeConfig::local(dir.path()).unwrap();
-        config.manifest_merge_count = 4;
-        let mut model = BTreeMap::new();
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        run_epochs(&config, &mut model, &mut rng, 1..25);
+        let (_dir, config, mut model, mut rng) = history(4);
         assert!(
             delete_files(&config) > 0,
             "no position deletes were written"
@@ -443,16 +449,8 @@ mod tests {
         assert_eq!(sorted(iceberg_rows), rows_of(&model));
 
         // Without merging the same history lists a manifest or two per commit.
-        let unmerged_dir = tempfile::tempdir().unwrap();
-        let mut unmerged = LakeConfig::local(unmerged_dir.path()).unwrap();
-        unmerged.manifest_merge_count = 0;
-        let mut model = BTreeMap::new();
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        run_epochs(&unmerged, &mut model, &mut rng, 1..25);
-        assert!(
-            manifest_count(&unmerged) > 8,
-            "{}",
-            manifest_count(&unmerged)
-        );
+        let (_dir, unmerged, _, _) = history(0);
+        let unmerged_count = manifest_count(&unmerged);
+        assert!(unmerged_count > 8, "{unmerged_count}");
     }
 }
