@@ -69,7 +69,22 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
+/// CPU seconds (user + system) the process has used so far, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at its `)`.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bool) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -132,7 +147,18 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
     producer.flush(Duration::from_secs(60)).expect("flush");
     appended.lock().expect("lock").clear();
 
+    // Backlog mode: every order event is in the topics before the pipeline starts, so the
+    // run measures how fast the pipeline catches up, with no load generator beside it.
+    let (backlog_sent, backlog_secs) = if backlog {
+        let (sent, secs) = produce_orders(&producer, &orders, events_needed, None);
+        println!("backlog: produced {sent} order events in {secs:.1}s");
+        (sent, secs)
+    } else {
+        (0, 0.0)
+    };
+
     let lake = tempfile::tempdir().expect("tempdir");
+    let pipeline_start = Instant::now();
     let mut pipeline = Command::new(env!("CARGO_BIN_EXE_alluvium"))
         .args([
             "run",
@@ -228,11 +254,59 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
         })
     };
 
-    // Producer: a steady `rate`, in 10 ms slices.
     let begin = Instant::now();
-    let per_slice = (rate / 100).max(1);
+    let (sent, produce_secs) = if backlog {
+        (backlog_sent, backlog_secs)
+    } else {
+        produce_orders(&producer, &orders, events_needed, Some(rate))
+    };
+    // Drain: wait until the warehouse covers everything (or give up after 120 s).
+    let drain_start = Instant::now();
+    while (covered.load(Ordering::Relaxed) as usize) < sent
+        && drain_start.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, Ordering::Relaxed);
+    let (hist, last_cover) = poller.join().expect("poller");
+    let rss = peak_rss_mib(pipeline.id());
+    let cpu = cpu_secs(pipeline.id());
+    let _ = pipeline.kill();
+    let _ = pipeline.wait();
+    let n = covered.load(Ordering::Relaxed);
+    if backlog {
+        let secs = last_cover.duration_since(pipeline_start).as_secs_f64();
+        println!(
+            "backlog of {sent} order events: committed {n} in {secs:.1}s from the pipeline's start ({:.0}/s end to end), pipeline CPU {cpu:.1} s ({:.1} ms per 1k events), peak RSS {rss:.0} MiB",
+            n as f64 / secs,
+            cpu * 1e6 / n.max(1) as f64
+        );
+        return;
+    }
+    let total_secs = last_cover.duration_since(begin).as_secs_f64();
+    println!(
+        "rate {rate}/s for {seconds}s: produced {sent} in {produce_secs:.1}s ({:.0}/s), committed {n} ({:.0}/s end to end), latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, pipeline CPU {cpu:.1} s, peak RSS {rss:.0} MiB",
+        sent as f64 / produce_secs,
+        n as f64 / total_secs,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
+    );
+}
+
+/// Produces the first `count` order events, paced at `rate` per second in 10 ms slices, or as
+/// fast as the producer takes them when `rate` is `None`. Returns the number sent and the
+/// seconds until the last was acknowledged.
+fn produce_orders(
+    producer: &ThreadedProducer<Timing>,
+    orders: &[alluvium_medallion::fixture::Message],
+    count: usize,
+    rate: Option<usize>,
+) -> (usize, f64) {
+    let begin = Instant::now();
+    let per_slice = rate.map_or(usize::MAX, |r| (r / 100).max(1));
     let mut sent = 0usize;
-    let mut it = orders.iter().take(events_needed);
+    let mut it = orders.iter().take(count);
     'outer: for slice in 0.. {
         for _ in 0..per_slice {
             let Some(m) = it.next() else { break 'outer };
@@ -251,30 +325,8 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64) {
             std::thread::sleep(wait);
         }
     }
-    producer.flush(Duration::from_secs(60)).expect("flush");
-    let produce_secs = begin.elapsed().as_secs_f64();
-    // Drain: wait until the warehouse covers everything (or give up after 120 s).
-    let drain_start = Instant::now();
-    while (covered.load(Ordering::Relaxed) as usize) < sent
-        && drain_start.elapsed() < Duration::from_secs(120)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done.store(true, Ordering::Relaxed);
-    let (hist, last_cover) = poller.join().expect("poller");
-    let rss = peak_rss_mib(pipeline.id());
-    let _ = pipeline.kill();
-    let _ = pipeline.wait();
-    let total_secs = last_cover.duration_since(begin).as_secs_f64();
-    let n = covered.load(Ordering::Relaxed);
-    println!(
-        "rate {rate}/s for {seconds}s: produced {sent} in {produce_secs:.1}s ({:.0}/s), committed {n} ({:.0}/s end to end), latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, pipeline peak RSS {rss:.0} MiB",
-        sent as f64 / produce_secs,
-        n as f64 / total_secs,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        hist.max() as f64 / 1000.0,
-    );
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    (sent, begin.elapsed().as_secs_f64())
 }
 
 fn main() {
@@ -296,7 +348,8 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let backlog = std::env::var("ALLUVIUM_BENCH_BACKLOG").is_ok_and(|v| v == "1");
     for rate in rates {
-        run_at(&brokers, &pg, rate, seconds);
+        run_at(&brokers, &pg, rate, seconds, backlog);
     }
 }

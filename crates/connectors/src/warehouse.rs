@@ -325,12 +325,12 @@ pub struct PgCommitter {
 }
 
 /// One array parameter per column.
-fn column_arrays(
+fn column_arrays<'a>(
     ty: &[(String, PgType)],
-    rows: &[&Vec<PgValue>],
-) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    rows: &[&'a [PgValue]],
+) -> Vec<Box<dyn ToSql + Sync + Send + 'a>> {
     (0..ty.len())
-        .map(|c| -> Box<dyn ToSql + Sync + Send> {
+        .map(|c| -> Box<dyn ToSql + Sync + Send + 'a> {
             match ty[c].1 {
                 PgType::BigInt => Box::new(
                     rows.iter()
@@ -351,10 +351,10 @@ fn column_arrays(
                 _ => Box::new(
                     rows.iter()
                         .map(|r| match &r[c] {
-                            PgValue::Text(v) => v.clone(),
+                            PgValue::Text(v) => v.as_deref(),
                             _ => None,
                         })
-                        .collect::<Vec<Option<String>>>(),
+                        .collect::<Vec<Option<&str>>>(),
                 ),
             }
         })
@@ -397,7 +397,7 @@ fn push_csv(out: &mut Vec<u8>, value: &PgValue) {
 async fn copy_upsert(
     tx: &tokio_postgres::Transaction<'_>,
     table: &PgTable,
-    rows: &[&Vec<PgValue>],
+    rows: &[&[PgValue]],
 ) -> Result<(), SinkError> {
     use futures::SinkExt;
     let names: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
@@ -460,7 +460,7 @@ impl PgCommitter {
     async fn apply(
         &mut self,
         epoch: Epoch,
-        staged: &[Vec<(u32, Vec<PgValue>, i64)>],
+        changes: &[(u32, &[PgValue], i64)],
         positions: &Positions,
     ) -> Result<(), SinkError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -475,13 +475,13 @@ impl PgCommitter {
             .map_err(transient("starting the warehouse transaction"))?;
         let mut written: Vec<(&str, u64, u64)> = Vec::with_capacity(self.tables.len());
         for (i, table) in self.tables.iter().enumerate() {
-            let rows = staged.iter().flatten().filter(|(t, _, _)| *t as usize == i);
+            let rows = changes.iter().filter(|(t, _, _)| *t as usize == i);
             let (deletes, upserts): (Vec<_>, Vec<_>) = rows.partition(|(_, _, d)| *d < 0);
             written.push((&table.name, upserts.len() as u64, deletes.len() as u64));
             let cols = &table.columns;
             let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
             if !deletes.is_empty() {
-                let keys: Vec<&Vec<PgValue>> = deletes.iter().map(|(_, v, _)| v).collect();
+                let keys: Vec<&[PgValue]> = deletes.iter().map(|(_, v, _)| *v).collect();
                 let params = column_arrays(&cols[..table.key], &keys);
                 let unnest: Vec<String> = (0..table.key)
                     .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
@@ -505,10 +505,10 @@ impl PgCommitter {
                     .map_err(transient(&format!("deleting from {}", table.name)))?;
             }
             if upserts.len() >= self.bulk_rows {
-                let values: Vec<&Vec<PgValue>> = upserts.iter().map(|(_, v, _)| v).collect();
+                let values: Vec<&[PgValue]> = upserts.iter().map(|(_, v, _)| *v).collect();
                 copy_upsert(&tx, table, &values).await?;
             } else if !upserts.is_empty() {
-                let values: Vec<&Vec<PgValue>> = upserts.iter().map(|(_, v, _)| v).collect();
+                let values: Vec<&[PgValue]> = upserts.iter().map(|(_, v, _)| *v).collect();
                 let params = column_arrays(cols, &values);
                 let unnest: Vec<String> = (0..cols.len())
                     .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
@@ -579,14 +579,14 @@ impl PgCommitter {
     fn run(
         &mut self,
         epoch: Epoch,
-        netted: Vec<(u32, Vec<PgValue>, i64)>,
+        netted: &[(u32, &[PgValue], i64)],
         positions: &Positions,
     ) -> Result<(), SinkError> {
         let rt = match self.runtime.take() {
             Some(rt) => rt,
             None => runtime()?,
         };
-        let result = rt.block_on(self.apply(epoch, &[netted], positions));
+        let result = rt.block_on(self.apply(epoch, netted, positions));
         self.runtime = Some(rt);
         if matches!(result, Err(SinkError::Transient(_))) {
             self.client = None;
@@ -608,7 +608,7 @@ impl SinkCommitter for PgCommitter {
         // the new row replaces the old one by key, so the delete is left out (half the rows
         // PostgreSQL writes for updates).
         let tables = self.tables.clone();
-        self.run(epoch, net_changes(&tables, staged.iter()), positions)
+        self.run(epoch, &net_changes(&tables, staged.iter()), positions)
     }
 
     /// Waiting epochs go in one transaction: a commit's cost is mostly round trips and the
@@ -623,7 +623,7 @@ impl SinkCommitter for PgCommitter {
         };
         let tables = self.tables.clone();
         let netted = net_changes(&tables, group.iter().flat_map(|(_, s, _)| s));
-        self.run(*epoch, netted, positions)
+        self.run(*epoch, &netted, positions)
     }
 }
 
@@ -639,39 +639,42 @@ const MAX_EPOCHS_PER_TRANSACTION: usize = 16;
 fn net_changes<'a>(
     tables: &[PgTable],
     staged: impl Iterator<Item = &'a Vec<(u32, Vec<PgValue>, i64)>>,
-) -> Vec<(u32, Vec<PgValue>, i64)> {
-    let mut sums: std::collections::HashMap<(u32, &[PgValue]), i64> =
-        std::collections::HashMap::new();
-    let mut order: Vec<(u32, &[PgValue])> = Vec::new();
+) -> Vec<(u32, &'a [PgValue], i64)> {
+    // Each row is hashed once (foldhash: SipHash over every column was the committer's
+    // largest cost in perf); `slot` finds its place in `netted`, which keeps first-seen order.
+    let mut slot: foldhash::HashMap<(u32, &[PgValue]), usize> = foldhash::HashMap::default();
+    let mut netted: Vec<(u32, &[PgValue], i64)> = Vec::new();
     for (t, row, diff) in staged.flatten() {
-        let entry = sums.entry((*t, row.as_slice())).or_insert_with(|| {
-            order.push((*t, row.as_slice()));
-            0
-        });
-        *entry += diff;
+        match slot.entry((*t, row.as_slice())) {
+            std::collections::hash_map::Entry::Occupied(o) => netted[*o.get()].2 += diff,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(netted.len());
+                netted.push((*t, row.as_slice(), *diff));
+            }
+        }
     }
+    drop(slot);
     let key_of = |t: u32, row: &'a [PgValue]| -> (u32, &'a [PgValue]) {
         let key = tables.get(t as usize).map_or(row.len(), |table| table.key);
         (t, &row[..key.min(row.len())])
     };
-    let added: std::collections::HashSet<(u32, &[PgValue])> = order
+    let added: foldhash::HashSet<(u32, &[PgValue])> = netted
         .iter()
-        .filter(|k| sums.get(*k).is_some_and(|d| *d > 0))
-        .map(|(t, row)| key_of(*t, row))
+        .filter(|(_, _, d)| *d > 0)
+        .map(|(t, row, _)| key_of(*t, row))
         .collect();
-    order
-        .into_iter()
-        .filter_map(|(t, row)| {
-            let diff = sums.get(&(t, row)).copied().unwrap_or(0);
-            if diff > 0 {
-                Some((t, row.to_vec(), 1))
-            } else if diff < 0 && !added.contains(&key_of(t, row)) {
-                Some((t, row.to_vec(), -1))
-            } else {
-                None
-            }
-        })
-        .collect()
+    netted.retain_mut(|(t, row, diff)| {
+        if *diff > 0 {
+            *diff = 1;
+            true
+        } else if *diff < 0 && !added.contains(&key_of(*t, row)) {
+            *diff = -1;
+            true
+        } else {
+            false
+        }
+    });
+    netted
 }
 
 /// Labels of the warehouse's row counter.

@@ -172,6 +172,26 @@ impl OpenTable {
         prefix: &str,
         rows: &[(&Row, usize)],
     ) -> Result<Vec<DataFile>, LakeError> {
+        let groups = group_by_partition(&self.partitioner, rows.iter().map(|(r, n)| (*r, *n)))?;
+        let mut files = Vec::new();
+        for (i, (partition, rows)) in groups.into_iter().enumerate() {
+            files.extend(
+                self.write_partition_files(config, &format!("{prefix}-{i}"), partition, &rows)
+                    .await?,
+            );
+        }
+        Ok(files)
+    }
+
+    /// Writes `rows` (with multiplicities), all of `partition`, as Parquet data files (more
+    /// than one when they pass the target file size), in the order given.
+    pub(crate) async fn write_partition_files(
+        &self,
+        config: &LakeConfig,
+        prefix: &str,
+        partition: Struct,
+        rows: &[(&Row, usize)],
+    ) -> Result<Vec<DataFile>, LakeError> {
         let name = self.def.qualified_name();
         let metadata = self.table.metadata();
         let schema = metadata.current_schema().clone();
@@ -182,47 +202,36 @@ impl OpenTable {
             .build();
         let location = DefaultLocationGenerator::new(metadata)
             .map_err(|e| LakeError::iceberg(format!("data location of {name}"), e))?;
-        let groups = group_by_partition(&self.partitioner, rows.iter().map(|(r, n)| (*r, *n)))?;
-        let mut files = Vec::new();
-        for (i, (partition, rows)) in groups.into_iter().enumerate() {
-            let names = DefaultFileNameGenerator::new(
-                format!("{prefix}-{i}"),
-                None,
-                DataFileFormat::Parquet,
-            );
-            let rolling = RollingFileWriterBuilder::new(
-                ParquetWriterBuilder::new(props.clone(), schema.clone()),
-                config.target_file_size,
-                self.table.file_io().clone(),
-                location.clone(),
-                names,
-            );
-            let key =
-                partitioned.then(|| PartitionKey::new(spec.clone(), schema.clone(), partition));
-            let mut writer = DataFileWriterBuilder::new(rolling)
-                .build(key)
+        let names =
+            DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet);
+        let rolling = RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(props, schema.clone()),
+            config.target_file_size,
+            self.table.file_io().clone(),
+            location,
+            names,
+        );
+        let key = partitioned.then(|| PartitionKey::new(spec, schema, partition));
+        let mut writer = DataFileWriterBuilder::new(rolling)
+            .build(key)
+            .await
+            .map_err(|e| LakeError::iceberg(format!("opening a data file of {name}"), e))?;
+        // Bounded batches keep memory flat for large epochs.
+        for chunk in rows.chunks(8192) {
+            let batch = to_record_batch(
+                &self.def,
+                &self.arrow_schema,
+                chunk.iter().map(|(r, n)| (*r, *n)),
+            )?;
+            writer
+                .write(batch)
                 .await
-                .map_err(|e| LakeError::iceberg(format!("opening a data file of {name}"), e))?;
-            // Bounded batches keep memory flat for large epochs.
-            for chunk in rows.chunks(8192) {
-                let batch = to_record_batch(
-                    &self.def,
-                    &self.arrow_schema,
-                    chunk.iter().map(|(r, n)| (*r, *n)),
-                )?;
-                writer
-                    .write(batch)
-                    .await
-                    .map_err(|e| LakeError::iceberg(format!("writing a data file of {name}"), e))?;
-            }
-            files.extend(
-                writer
-                    .close()
-                    .await
-                    .map_err(|e| LakeError::iceberg(format!("closing a data file of {name}"), e))?,
-            );
+                .map_err(|e| LakeError::iceberg(format!("writing a data file of {name}"), e))?;
         }
-        Ok(files)
+        writer
+            .close()
+            .await
+            .map_err(|e| LakeError::iceberg(format!("closing a data file of {name}"), e))
     }
 
     fn partition_type(&self) -> Result<iceberg::spec::StructType, LakeError> {
@@ -370,15 +379,30 @@ struct IndexedFile {
     live: u64,
 }
 
-/// Two unrelated 64-bit hashes (SipHash and foldhash): a collision would delete the wrong
-/// row without reading it, so the index keys on 128 bits (a collision among 10^9 rows has
-/// odds of ~10^-21).
-fn row_hash(row: &Row) -> u128 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut sip = std::collections::hash_map::DefaultHasher::new();
-    row.hash(&mut sip);
-    let fold = foldhash::quality::FixedState::with_seed(0x0a11_0b1a).hash_one(row);
-    ((sip.finish() as u128) << 64) | fold as u128
+/// A row's 128-bit identity in the index: XXH3-128 of the row's `Hash` encoding (which
+/// is prefix-free: strings end in a marker, variants start with their tag). A collision
+/// would delete the wrong row without reading it, so the index keys on 128 bits (a
+/// collision among 10^9 rows has odds of ~10^-21). `buf` is reused between rows, so hashing
+/// allocates nothing.
+fn row_hash(row: &Row, buf: &mut Vec<u8>) -> u128 {
+    use std::hash::Hash;
+    buf.clear();
+    row.hash(&mut ByteEncoder(buf));
+    twox_hash::XxHash3_128::oneshot(buf)
+}
+
+/// A [`std::hash::Hasher`] that only collects what is written, for [`row_hash`].
+struct ByteEncoder<'a>(&'a mut Vec<u8>);
+
+impl std::hash::Hasher for ByteEncoder<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Never asked: `row_hash` hashes the collected bytes itself.
+        0
+    }
 }
 
 impl RowIndex {
@@ -398,12 +422,13 @@ impl RowIndex {
         };
         let (data, deletes) = live_files_and_deletes(&open.table).await?;
         let deleted = DeletedPositions::read(&open.table, &deletes).await?;
+        let mut buf = Vec::new();
         for file in data {
             let path = file.file_path();
             let rows = read_live_rows(&open.table, path, deleted.of(path)).await?;
             let id = index.add_file(path.into(), file.partition().clone(), rows.len() as u64);
             for (pos, row) in rows {
-                index.remember(&row, id, pos);
+                index.remember(row_hash(&row, &mut buf), id, pos);
             }
         }
         Ok(index)
@@ -428,12 +453,13 @@ impl RowIndex {
         id
     }
 
-    fn remember(&mut self, row: &Row, file: u32, pos: i64) {
+    /// Records a copy of the row whose [`row_hash`] is `hash` at `pos` of `file`.
+    fn remember(&mut self, hash: u128, file: u32, pos: i64) {
         let at = Location {
             file,
             pos: pos as u32,
         };
-        match self.rows.entry(row_hash(row)) {
+        match self.rows.entry(hash) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Locations::One(at));
             }
@@ -447,9 +473,8 @@ impl RowIndex {
         }
     }
 
-    /// Removes one copy of `row` and returns where it was.
-    fn take(&mut self, row: &Row) -> Option<Location> {
-        let h = row_hash(row);
+    /// Removes one copy of the row whose [`row_hash`] is `h` and returns where it was.
+    fn take(&mut self, h: u128) -> Option<Location> {
         let entry = self.rows.get_mut(&h)?;
         let (at, now_empty) = match entry {
             Locations::One(at) => (*at, true),
@@ -480,26 +505,27 @@ impl IcebergCommitter {
         open: &OpenTable,
         index: &mut RowIndex,
         epoch: Epoch,
-        rows: Vec<(Row, isize)>,
+        rows: impl Iterator<Item = &(Row, isize)>,
     ) -> Result<SnapshotChange, LakeError> {
         let name = open.def.qualified_name();
-        // foldhash: each change is hashed here and again for the index (SipHash was the
-        // committer's top cost in perf).
-        let mut diffs: foldhash::HashMap<Row, isize> = foldhash::HashMap::default();
+        // Each change is hashed once, to its index identity, and netted under it (hashing
+        // rows was the committer's top cost in perf, and rows are borrowed, not cloned).
+        let mut buf = Vec::new();
+        let mut diffs: foldhash::HashMap<u128, (&Row, isize)> = foldhash::HashMap::default();
         for (row, d) in rows {
-            *diffs.entry(row).or_default() += d;
+            diffs.entry(row_hash(row, &mut buf)).or_insert((row, 0)).1 += d;
         }
-        diffs.retain(|_, d| *d != 0);
+        diffs.retain(|_, (_, d)| *d != 0);
         let mut change = SnapshotChange::default();
         if diffs.is_empty() {
             return Ok(change);
         }
         let started = std::time::Instant::now();
         // Retractions: where each retracted copy lives.
-        let mut deleted: HashMap<u32, Vec<i64>> = HashMap::new();
-        for (row, d) in diffs.iter().filter(|(_, d)| **d < 0) {
+        let mut deleted: foldhash::HashMap<u32, Vec<i64>> = foldhash::HashMap::default();
+        for (hash, (row, d)) in diffs.iter().filter(|(_, (_, d))| *d < 0) {
             for _ in 0..-d {
-                let at = index.take(row).ok_or_else(|| {
+                let at = index.take(*hash).ok_or_else(|| {
                     LakeError::Data(format!(
                         "table {name}: epoch {epoch} retracts a row the table does not hold: {row:?}"
                     ))
@@ -507,7 +533,8 @@ impl IcebergCommitter {
                 deleted.entry(at.file).or_default().push(at.pos as i64);
             }
         }
-        let mut deletes: HashMap<Struct, Vec<(Arc<str>, i64)>> = HashMap::new();
+        let mut deletes: foldhash::HashMap<Struct, Vec<(Arc<str>, i64)>> =
+            foldhash::HashMap::default();
         let mut positions_deleted = 0usize;
         for (file, positions) in deleted {
             let Some(f) = index.files.get_mut(&file) else {
@@ -534,24 +561,22 @@ impl IcebergCommitter {
         }
         // Inserts: new data files, per partition; a row's position is its place in the
         // order written (files of one partition roll over in that order).
-        let inserted: Vec<(Row, usize)> = diffs
-            .into_iter()
-            .filter(|(_, d)| *d > 0)
-            .map(|(r, d)| (r, d as usize))
-            .collect();
-        let mut by_partition: HashMap<Struct, Vec<(&Row, usize)>> = HashMap::new();
-        for (row, n) in &inserted {
+        let mut by_partition: foldhash::HashMap<Struct, (Vec<(&Row, usize)>, Vec<u128>)> =
+            foldhash::HashMap::default();
+        for (hash, (row, n)) in diffs.into_iter().filter(|(_, (_, d))| *d > 0) {
             let partition = if index.partitioned {
                 open.partitioner.partition(row)?
             } else {
                 Struct::empty()
             };
-            by_partition.entry(partition).or_default().push((row, *n));
+            let (rows, hashes) = by_partition.entry(partition).or_default();
+            rows.push((row, n as usize));
+            hashes.push(hash);
         }
         let mut rows_inserted = 0usize;
-        for (i, (partition, rows)) in by_partition.into_iter().enumerate() {
+        for (i, (partition, (rows, hashes))) in by_partition.into_iter().enumerate() {
             let files = open
-                .write_files(config, &format!("{prefix}-{i}"), &rows)
+                .write_partition_files(config, &format!("{prefix}-{i}"), partition.clone(), &rows)
                 .await?;
             let written: u64 = files.iter().map(|f| f.record_count()).sum();
             let expected: usize = rows.iter().map(|(_, n)| *n).sum();
@@ -560,7 +585,10 @@ impl IcebergCommitter {
                     "table {name}: wrote {written} rows for {expected} inserted"
                 )));
             }
-            let mut copies = rows.iter().flat_map(|(r, n)| std::iter::repeat_n(*r, *n));
+            let mut copies = rows
+                .iter()
+                .zip(&hashes)
+                .flat_map(|((_, n), h)| std::iter::repeat_n(*h, *n));
             for file in &files {
                 if file.record_count() > MAX_ROWS_PER_FILE {
                     return Err(LakeError::Data(format!(
@@ -573,12 +601,12 @@ impl IcebergCommitter {
                     file.record_count(),
                 );
                 for pos in 0..file.record_count() as i64 {
-                    let Some(row) = copies.next() else {
+                    let Some(hash) = copies.next() else {
                         return Err(LakeError::Data(format!(
                             "table {name}: fewer rows than the files hold"
                         )));
                     };
-                    index.remember(row, id, pos);
+                    index.remember(hash, id, pos);
                 }
             }
             rows_inserted += expected;
@@ -649,13 +677,10 @@ impl IcebergCommitter {
                     let Some(index) = index_slot.as_mut() else {
                         return Err(LakeError::Data("row index missing".into()));
                     };
-                    let rows: Vec<(Row, isize)> = pieces
-                        .iter()
-                        .flat_map(|p| match p {
-                            StagedTable::Changes { rows, .. } => rows.clone(),
-                            StagedTable::Files { .. } => Vec::new(),
-                        })
-                        .collect();
+                    let rows = pieces.iter().flat_map(|p| match p {
+                        StagedTable::Changes { rows, .. } => rows.as_slice(),
+                        StagedTable::Files { .. } => &[],
+                    });
                     match Self::apply_changes(config, open, index, epoch, rows).await {
                         Ok(change) => change,
                         Err(e) => {
