@@ -84,6 +84,24 @@ fn cpu_secs(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds the whole machine has been busy (all but idle and iowait), from `/proc/stat`.
+fn machine_busy_secs() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?;
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let total: f64 = ticks.iter().take(8).sum();
+            let idle = ticks.get(3)? + ticks.get(4)?;
+            Some((total - idle) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bool) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,6 +177,7 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
 
     let lake = tempfile::tempdir().expect("tempdir");
     let pipeline_start = Instant::now();
+    let busy_at_start = machine_busy_secs();
     let mut pipeline = Command::new(env!("CARGO_BIN_EXE_alluvium"))
         .args([
             "run",
@@ -271,15 +290,17 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
     let (hist, last_cover) = poller.join().expect("poller");
     let rss = peak_rss_mib(pipeline.id());
     let cpu = cpu_secs(pipeline.id());
+    let machine = machine_busy_secs() - busy_at_start;
     let _ = pipeline.kill();
     let _ = pipeline.wait();
     let n = covered.load(Ordering::Relaxed);
     if backlog {
         let secs = last_cover.duration_since(pipeline_start).as_secs_f64();
         println!(
-            "backlog of {sent} order events: committed {n} in {secs:.1}s from the pipeline's start ({:.0}/s end to end), pipeline CPU {cpu:.1} s ({:.1} ms per 1k events), peak RSS {rss:.0} MiB",
+            "backlog of {sent} order events: committed {n} in {secs:.1}s from the pipeline's start ({:.0}/s end to end), pipeline CPU {cpu:.1} s ({:.1} ms per 1k events), machine busy {machine:.1} s ({:.1} ms per 1k events), peak RSS {rss:.0} MiB",
             n as f64 / secs,
-            cpu * 1e6 / n.max(1) as f64
+            cpu * 1e6 / n.max(1) as f64,
+            machine * 1e6 / n.max(1) as f64
         );
         return;
     }

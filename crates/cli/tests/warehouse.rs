@@ -166,28 +166,46 @@ fn unreachable_warehouse_is_reported_after_retries() {
     assert!(start.elapsed() < Duration::from_secs(60));
 }
 
-/// A committer that fell behind commits the waiting epochs in one transaction: keys added,
-/// updated and removed across the group must end as if the epochs had been applied one by
-/// one (random epochs and groups against a model, checked in PostgreSQL after each commit).
-#[test]
-fn waiting_epochs_committed_together_equal_one_by_one() {
+/// A sink of `(key, value)` rows into `t.kv` (key `k`), whose upserts of at least
+/// `bulk_rows` rows take the `COPY` path.
+fn kv_sink(
+    url: &str,
+    pipeline: &str,
+    bulk_rows: usize,
+) -> alluvium_connectors::warehouse::PgSink<(i64, String)> {
     use alluvium_connectors::warehouse::{PgSink, PgTable, PgType, PgValue};
-    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
-    use rand::{Rng, SeedableRng};
-    use std::collections::BTreeMap;
-
-    let url = fresh_database(&unique("whgroup"));
     let table = PgTable {
         name: "t.kv".into(),
         columns: vec![("k".into(), PgType::BigInt), ("v".into(), PgType::Text)],
         key: 1,
     };
-    let sink: PgSink<(i64, String)> = PgSink::new(&url, "group-test", vec![table], |r| {
+    PgSink::new(url, pipeline, vec![table], |r: &(i64, String)| {
         Some((
             0,
             vec![PgValue::Int(Some(r.0)), PgValue::Text(Some(r.1.clone()))],
         ))
-    });
+    })
+    .with_bulk_rows(bulk_rows)
+}
+
+/// A committer that fell behind commits the waiting epochs in one transaction: keys added,
+/// updated and removed across the group must end as if the epochs had been applied one by
+/// one (random epochs and groups against a model, checked in PostgreSQL after each commit),
+/// through the `unnest` statements and through `COPY`.
+#[test]
+fn waiting_epochs_committed_together_equal_one_by_one() {
+    for bulk_rows in [alluvium_connectors::warehouse::DEFAULT_BULK_ROWS, 1] {
+        epochs_committed_together_equal_one_by_one(bulk_rows);
+    }
+}
+
+fn epochs_committed_together_equal_one_by_one(bulk_rows: usize) {
+    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    let url = fresh_database(&unique("whgroup"));
+    let sink = kv_sink(&url, "group-test", bulk_rows);
     assert_eq!(sink.checkpoint().unwrap(), None);
     let mut writer = sink.writer(0).unwrap();
     let mut committer = sink.committer().unwrap();
@@ -241,4 +259,39 @@ fn waiting_epochs_committed_together_equal_one_by_one() {
         );
     }
     assert!(groups > 5, "only {groups} groups");
+}
+
+/// Rows whose key no change of the group retracted are inserted without `ON CONFLICT`. If
+/// the table holds such a key anyway (a row written by someone else), the epoch is applied
+/// again as upserts: the pipeline's row replaces it, nothing is lost and nothing fails.
+#[test]
+fn a_key_already_in_the_table_is_replaced_by_a_new_row() {
+    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
+    for bulk_rows in [alluvium_connectors::warehouse::DEFAULT_BULK_ROWS, 1] {
+        let url = fresh_database(&unique("whtaken"));
+        let sink = kv_sink(&url, "taken-test", bulk_rows);
+        assert_eq!(sink.checkpoint().unwrap(), None); // creates the tables
+        let mut writer = sink.writer(0).unwrap();
+        let mut committer = sink.committer().unwrap();
+        psql(&url, "INSERT INTO t.kv VALUES (1, 'written by hand')");
+        let staged: Vec<_> = writer
+            .stage(2, vec![((1, "a".into()), 1), ((2, "b".into()), 1)])
+            .unwrap()
+            .into_iter()
+            .collect();
+        committer.commit(2, &staged, &Positions::new()).unwrap();
+        assert_eq!(psql(&url, "SELECT k, v FROM t.kv ORDER BY k"), "1|a\n2|b\n");
+        // And a row replaced by key afterwards goes the upsert way.
+        let staged: Vec<_> = writer
+            .stage(3, vec![((2, "b".into()), -1), ((2, "c".into()), 1)])
+            .unwrap()
+            .into_iter()
+            .collect();
+        committer.commit(3, &staged, &Positions::new()).unwrap();
+        assert_eq!(psql(&url, "SELECT k, v FROM t.kv ORDER BY k"), "1|a\n2|c\n");
+        assert_eq!(
+            psql(&url, "SELECT epoch FROM pipeline.progress").trim(),
+            "3"
+        );
+    }
 }

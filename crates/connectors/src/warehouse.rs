@@ -1,10 +1,14 @@
 //! The PostgreSQL warehouse sink: keyed tables kept equal to a collection, exactly once.
 //!
 //! Each epoch's consolidated changes are applied in ONE transaction: for every table, the
-//! retracted rows are deleted by key and the inserted rows are upserted (`INSERT … ON CONFLICT
-//! DO UPDATE`), and `pipeline.progress` gets the epoch and the source positions. Rows travel as
-//! one array parameter per column (`unnest`), so an epoch costs a handful of statements
-//! whatever its size.
+//! retracted rows are deleted by key, rows replacing a retracted row are upserted (`INSERT …
+//! ON CONFLICT DO UPDATE`), rows under a key no change retracted are plainly inserted (the
+//! warehouse holds exactly the collection as of its last commit, so their key is new; should
+//! the table hold it anyway, the epoch is applied again with upserts), and
+//! `pipeline.progress` gets the epoch and the source positions. Rows travel as one array
+//! parameter per column (`unnest`), or, from [`DEFAULT_BULK_ROWS`] rows on, by `COPY` —
+//! straight into the table for inserts, through a temporary table for upserts — so an epoch
+//! costs a handful of statements whatever its size.
 //!
 //! Exactly once: the progress row only moves forward (`… WHERE progress.epoch < new epoch`);
 //! a writer that finds it already at or past its epoch rolls back — a stale writer is fenced
@@ -393,32 +397,48 @@ fn push_csv(out: &mut Vec<u8>, value: &PgValue) {
     }
 }
 
-/// The bulk path: `COPY` the rows into a temporary copy of the table, then merge.
-async fn copy_upsert(
-    tx: &tokio_postgres::Transaction<'_>,
+/// `INSERT INTO table … SELECT … FROM unnest(one array per column)` followed by `tail`
+/// (an `ON CONFLICT` clause or nothing), with its parameters.
+fn unnest_insert<'a>(
     table: &PgTable,
+    names: &[&str],
+    rows: &[&'a [PgValue]],
+    tail: &str,
+) -> (String, Vec<Box<dyn ToSql + Sync + Send + 'a>>) {
+    let cols = &table.columns;
+    let params = column_arrays(cols, rows);
+    let unnest: Vec<String> = (0..cols.len())
+        .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
+        .collect();
+    let select: Vec<String> = (0..cols.len())
+        .map(|k| format!("d.{}::{}", names[k], cols[k].1.sql()))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS d({}) {}",
+        table.name,
+        names.join(", "),
+        select.join(", "),
+        unnest.join(", "),
+        names.join(", "),
+        tail
+    );
+    (sql, params)
+}
+
+/// Streams `rows` into `target` with `COPY … FROM STDIN` (CSV, 1 MiB messages).
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+    names: &[&str],
     rows: &[&[PgValue]],
-) -> Result<(), SinkError> {
+) -> Result<(), tokio_postgres::Error> {
     use futures::SinkExt;
-    let names: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
-    let stage = "alluvium_stage";
-    tx.batch_execute(&format!(
-        "DROP TABLE IF EXISTS pg_temp.{stage}; \
-         CREATE TEMP TABLE {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
-        table.name
-    ))
-    .await
-    .map_err(transient(&format!(
-        "creating the staging table for {}",
-        table.name
-    )))?;
     let sink = tx
         .copy_in(&format!(
-            "COPY {stage} ({}) FROM STDIN WITH (FORMAT csv)",
+            "COPY {target} ({}) FROM STDIN WITH (FORMAT csv)",
             names.join(", ")
         ))
-        .await
-        .map_err(transient(&format!("starting COPY into {}", table.name)))?;
+        .await?;
     let mut sink = std::pin::pin!(sink);
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     for row in rows {
@@ -431,19 +451,37 @@ async fn copy_upsert(
         buf.push(b'\n');
         if buf.len() >= 1 << 20 {
             sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
-                .await
-                .map_err(transient(&format!("copying into {}", table.name)))?;
+                .await?;
         }
     }
     if !buf.is_empty() {
-        sink.send(bytes::Bytes::from(buf))
-            .await
-            .map_err(transient(&format!("copying into {}", table.name)))?;
+        sink.send(bytes::Bytes::from(buf)).await?;
     }
-    sink.as_mut()
-        .finish()
+    sink.as_mut().finish().await?;
+    Ok(())
+}
+
+/// The bulk upsert: `COPY` the rows into a temporary copy of the table, then merge.
+async fn copy_upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &PgTable,
+    rows: &[&[PgValue]],
+) -> Result<(), SinkError> {
+    let names: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
+    let stage = "alluvium_stage";
+    tx.batch_execute(&format!(
+        "DROP TABLE IF EXISTS pg_temp.{stage}; \
+         CREATE TEMP TABLE {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        table.name
+    ))
+    .await
+    .map_err(transient(&format!(
+        "creating the staging table for {}",
+        table.name
+    )))?;
+    copy_rows(tx, stage, &names, rows)
         .await
-        .map_err(transient(&format!("finishing COPY into {}", table.name)))?;
+        .map_err(transient(&format!("copying into {}", table.name)))?;
     let on_conflict = on_conflict(table);
     tx.batch_execute(&format!(
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) {on_conflict}; DROP TABLE {stage}",
@@ -456,33 +494,79 @@ async fn copy_upsert(
     Ok(())
 }
 
+/// Why applying a group of changes failed.
+enum ApplyError {
+    /// A row sent as new found its key taken (SQLSTATE 23505): the table holds a row the
+    /// pipeline did not write (or lost track of). The group is then applied again with
+    /// every insert as an upsert.
+    KeyExists(String),
+    /// Anything else.
+    Sink(SinkError),
+}
+
+impl From<SinkError> for ApplyError {
+    fn from(e: SinkError) -> Self {
+        ApplyError::Sink(e)
+    }
+}
+
+/// Maps an error of a plain insert into `table`: a taken key is [`ApplyError::KeyExists`].
+fn insert_error(table: &str) -> impl FnOnce(tokio_postgres::Error) -> ApplyError + '_ {
+    move |e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            ApplyError::KeyExists(table.to_string())
+        } else {
+            ApplyError::Sink(transient(&format!("inserting into {table}"))(e))
+        }
+    }
+}
+
 impl PgCommitter {
+    /// Applies `changes` and moves the progress row to `epoch`, in one transaction. With
+    /// `plain_inserts`, rows whose key is new are inserted without `ON CONFLICT` (and in bulk
+    /// copied straight into the table): no staging table, no conflict check beyond the
+    /// primary key's own.
     async fn apply(
         &mut self,
         epoch: Epoch,
-        changes: &[(u32, &[PgValue], i64)],
+        changes: &[(u32, &[PgValue], NetChange)],
         positions: &Positions,
-    ) -> Result<(), SinkError> {
+        plain_inserts: bool,
+    ) -> Result<(), ApplyError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = Some(connect(&self.url).await?);
         }
         let Some(client) = self.client.as_mut() else {
-            return Err(SinkError::Transient("no warehouse connection".into()));
+            return Err(SinkError::Transient("no warehouse connection".into()).into());
         };
         let tx = client
             .transaction()
             .await
             .map_err(transient("starting the warehouse transaction"))?;
         let mut written: Vec<(&str, u64, u64)> = Vec::with_capacity(self.tables.len());
+        let mut deletes: Vec<&[PgValue]> = Vec::new();
+        let mut inserts: Vec<&[PgValue]> = Vec::new();
+        let mut upserts: Vec<&[PgValue]> = Vec::new();
         for (i, table) in self.tables.iter().enumerate() {
-            let rows = changes.iter().filter(|(t, _, _)| *t as usize == i);
-            let (deletes, upserts): (Vec<_>, Vec<_>) = rows.partition(|(_, _, d)| *d < 0);
-            written.push((&table.name, upserts.len() as u64, deletes.len() as u64));
+            deletes.clear();
+            inserts.clear();
+            upserts.clear();
+            for (_, row, change) in changes.iter().filter(|(t, _, _)| *t as usize == i) {
+                match change {
+                    NetChange::Delete => deletes.push(row),
+                    NetChange::Insert if plain_inserts => inserts.push(row),
+                    NetChange::Insert | NetChange::Upsert => upserts.push(row),
+                }
+            }
+            written.push((
+                &table.name,
+                (inserts.len() + upserts.len()) as u64,
+                deletes.len() as u64,
+            ));
             let cols = &table.columns;
             let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
             if !deletes.is_empty() {
-                let keys: Vec<&[PgValue]> = deletes.iter().map(|(_, v, _)| *v).collect();
-                let params = column_arrays(&cols[..table.key], &keys);
+                let params = column_arrays(&cols[..table.key], &deletes);
                 let unnest: Vec<String> = (0..table.key)
                     .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
                     .collect();
@@ -504,29 +588,29 @@ impl PgCommitter {
                     .await
                     .map_err(transient(&format!("deleting from {}", table.name)))?;
             }
+            if inserts.len() >= self.bulk_rows {
+                copy_rows(&tx, &table.name, &names, &inserts)
+                    .await
+                    .map_err(insert_error(&table.name))?;
+            } else if !inserts.is_empty() {
+                let (sql, params) = unnest_insert(table, &names, &inserts, "");
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                tx.execute(&sql, &refs)
+                    .await
+                    .map_err(insert_error(&table.name))?;
+            }
             if upserts.len() >= self.bulk_rows {
-                let values: Vec<&[PgValue]> = upserts.iter().map(|(_, v, _)| *v).collect();
-                copy_upsert(&tx, table, &values).await?;
+                copy_upsert(&tx, table, &upserts).await?;
             } else if !upserts.is_empty() {
-                let values: Vec<&[PgValue]> = upserts.iter().map(|(_, v, _)| *v).collect();
-                let params = column_arrays(cols, &values);
-                let unnest: Vec<String> = (0..cols.len())
-                    .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
-                    .collect();
-                let select: Vec<String> = (0..cols.len())
-                    .map(|k| format!("d.{}::{}", names[k], cols[k].1.sql()))
-                    .collect();
-                let on_conflict = on_conflict(table);
-                let sql = format!(
-                    "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS d({}) ON CONFLICT ({}) {}",
-                    table.name,
-                    names.join(", "),
-                    select.join(", "),
-                    unnest.join(", "),
-                    names.join(", "),
+                let on_conflict = format!(
+                    "ON CONFLICT ({}) {}",
                     names[..table.key].join(", "),
-                    on_conflict
+                    on_conflict(table)
                 );
+                let (sql, params) = unnest_insert(table, &names, &upserts, &on_conflict);
                 let refs: Vec<&(dyn ToSql + Sync)> = params
                     .iter()
                     .map(|p| p.as_ref() as &(dyn ToSql + Sync))
@@ -553,7 +637,8 @@ impl PgCommitter {
             return Err(SinkError::Fatal(format!(
                 "warehouse progress of `{}` is already at or past epoch {epoch}: a stale writer was fenced",
                 self.pipeline
-            )));
+            ))
+            .into());
         }
         tx.commit()
             .await
@@ -579,15 +664,30 @@ impl PgCommitter {
     fn run(
         &mut self,
         epoch: Epoch,
-        netted: &[(u32, &[PgValue], i64)],
+        netted: &[(u32, &[PgValue], NetChange)],
         positions: &Positions,
     ) -> Result<(), SinkError> {
         let rt = match self.runtime.take() {
             Some(rt) => rt,
             None => runtime()?,
         };
-        let result = rt.block_on(self.apply(epoch, netted, positions));
+        let mut result = rt.block_on(self.apply(epoch, netted, positions, true));
+        if let Err(ApplyError::KeyExists(table)) = &result {
+            tracing::warn!(
+                table = %table,
+                epoch,
+                "a row added as new found its key already in the warehouse (a row the pipeline \
+                 did not write?): the epoch is applied again with upserts"
+            );
+            result = rt.block_on(self.apply(epoch, netted, positions, false));
+        }
         self.runtime = Some(rt);
+        let result = result.map_err(|e| match e {
+            ApplyError::Sink(e) => e,
+            ApplyError::KeyExists(table) => SinkError::Fatal(format!(
+                "an upsert into {table} found its key taken: the table's primary key is not the sink's key"
+            )),
+        });
         if matches!(result, Err(SinkError::Transient(_))) {
             self.client = None;
         }
@@ -630,21 +730,41 @@ impl SinkCommitter for PgCommitter {
 /// At most this many waiting epochs go into one warehouse transaction.
 const MAX_EPOCHS_PER_TRANSACTION: usize = 16;
 
+/// What the warehouse does with one row of netted changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NetChange {
+    /// Add the row; no row of the group removed its key, so the key is new (the warehouse
+    /// holds exactly the collection as of its last commit).
+    Insert,
+    /// Add the row, replacing the row its key holds.
+    Upsert,
+    /// Delete the row's key.
+    Delete,
+}
+
 /// The net effect of several epochs' changes on keyed tables, as one epoch's worth: equal
-/// rows' diffs are summed; a row left added is upserted (it replaces whatever its key
-/// held); a row left retracted becomes a delete of its key, unless a row added under the
-/// same key replaces it anyway. (Applied one after another, a key added, updated and then
-/// removed across the epochs must end absent, and one `INSERT … ON CONFLICT` cannot take a
-/// key twice.)
+/// rows' diffs are summed; a row left added is inserted — as an upsert when a row of the
+/// group retracted its key, which then holds a row it replaces; a row left retracted becomes
+/// a delete of its key, unless a row added under the same key replaces it anyway. (Applied
+/// one after another, a key added, updated and then removed across the epochs must end
+/// absent, and one `INSERT … ON CONFLICT` cannot take a key twice.)
 fn net_changes<'a>(
     tables: &[PgTable],
     staged: impl Iterator<Item = &'a Vec<(u32, Vec<PgValue>, i64)>>,
-) -> Vec<(u32, &'a [PgValue], i64)> {
+) -> Vec<(u32, &'a [PgValue], NetChange)> {
     // Each row is hashed once (foldhash: SipHash over every column was the committer's
     // largest cost in perf); `slot` finds its place in `netted`, which keeps first-seen order.
     let mut slot: foldhash::HashMap<(u32, &[PgValue]), usize> = foldhash::HashMap::default();
     let mut netted: Vec<(u32, &[PgValue], i64)> = Vec::new();
+    let mut retracted_keys: foldhash::HashSet<(u32, &[PgValue])> = foldhash::HashSet::default();
+    let key_of = |t: u32, row: &'a [PgValue]| -> (u32, &'a [PgValue]) {
+        let key = tables.get(t as usize).map_or(row.len(), |table| table.key);
+        (t, &row[..key.min(row.len())])
+    };
     for (t, row, diff) in staged.flatten() {
+        if *diff < 0 {
+            retracted_keys.insert(key_of(*t, row));
+        }
         match slot.entry((*t, row.as_slice())) {
             std::collections::hash_map::Entry::Occupied(o) => netted[*o.get()].2 += diff,
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -654,27 +774,28 @@ fn net_changes<'a>(
         }
     }
     drop(slot);
-    let key_of = |t: u32, row: &'a [PgValue]| -> (u32, &'a [PgValue]) {
-        let key = tables.get(t as usize).map_or(row.len(), |table| table.key);
-        (t, &row[..key.min(row.len())])
-    };
     let added: foldhash::HashSet<(u32, &[PgValue])> = netted
         .iter()
         .filter(|(_, _, d)| *d > 0)
         .map(|(t, row, _)| key_of(*t, row))
         .collect();
-    netted.retain_mut(|(t, row, diff)| {
-        if *diff > 0 {
-            *diff = 1;
-            true
-        } else if *diff < 0 && !added.contains(&key_of(*t, row)) {
-            *diff = -1;
-            true
-        } else {
-            false
-        }
-    });
     netted
+        .into_iter()
+        .filter_map(|(t, row, diff)| {
+            let change = if diff > 0 {
+                if retracted_keys.contains(&key_of(t, row)) {
+                    NetChange::Upsert
+                } else {
+                    NetChange::Insert
+                }
+            } else if diff < 0 && !added.contains(&key_of(t, row)) {
+                NetChange::Delete
+            } else {
+                return None;
+            };
+            Some((t, row, change))
+        })
+        .collect()
 }
 
 /// Labels of the warehouse's row counter.

@@ -493,6 +493,9 @@ impl RowIndex {
 /// Rows per data file position: positions are `u32` in the index.
 const MAX_ROWS_PER_FILE: u64 = u32::MAX as u64;
 
+/// A partition's inserted rows with their copies, and each row's [`row_hash`].
+type PartitionInserts<'a> = (Vec<(&'a Row, usize)>, Vec<u128>);
+
 impl IcebergCommitter {
     /// Applies current-state changes as merge-on-read: the epoch's inserted rows become new
     /// data files, its retractions become position deletes (one small file per partition)
@@ -561,7 +564,7 @@ impl IcebergCommitter {
         }
         // Inserts: new data files, per partition; a row's position is its place in the
         // order written (files of one partition roll over in that order).
-        let mut by_partition: foldhash::HashMap<Struct, (Vec<(&Row, usize)>, Vec<u128>)> =
+        let mut by_partition: foldhash::HashMap<Struct, PartitionInserts<'_>> =
             foldhash::HashMap::default();
         for (hash, (row, n)) in diffs.into_iter().filter(|(_, (_, d))| *d > 0) {
             let partition = if index.partitioned {
