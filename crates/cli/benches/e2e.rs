@@ -9,6 +9,10 @@
 //! produced and committed events/s, p50/p99/max latency (hdrhistogram), the pipeline's peak
 //! RSS.
 //!
+//! `ALLUVIUM_BENCH_BACKLOG=1` produces every event before the pipeline starts and reports how
+//! fast it catches up (events/s, the pipeline's and the machine's CPU time per 1k events);
+//! `ALLUVIUM_BENCH_ARGS` adds options to `alluvium run`.
+//!
 //! Needs the test services: `scripts/services.sh up && source $ALLUVIUM_SERVICES_DIR/env`,
 //! then `cargo bench -p alluvium-cli --bench e2e`. Without them it says so and exits.
 
@@ -191,6 +195,12 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
         .arg("--lake")
         .arg(lake.path().join("lake"))
         .args(["--warehouse-url", &url, "-w", "2", "--epoch-ms", "200"])
+        // More `alluvium run` options, for trying settings: ALLUVIUM_BENCH_ARGS="--opt value".
+        .args(
+            std::env::var("ALLUVIUM_BENCH_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env(
             "RUST_LOG",
             std::env::var("ALLUVIUM_BENCH_LOG").unwrap_or_else(|_| "error".into()),

@@ -30,6 +30,11 @@ pub struct LakeArgs {
     /// Merge a table's small manifests once a commit would list this many (0: never).
     #[arg(long, default_value_t = 100)]
     pub lake_manifest_merge_count: usize,
+    /// Commit the lake at most once per this many milliseconds (0: every epoch): epochs that
+    /// complete sooner are committed together, one snapshot per table. The warehouse still
+    /// commits every epoch.
+    #[arg(long, default_value_t = 0)]
+    pub lake_commit_ms: u64,
     /// Object storage settings for an `s3://` warehouse.
     #[command(flatten)]
     pub s3: S3Args,
@@ -87,6 +92,8 @@ impl LakeArgs {
         config.catalog_name = self.lake_catalog_name.clone();
         config.target_file_size = self.lake_file_mib.max(1) * 1024 * 1024;
         config.manifest_merge_count = self.lake_manifest_merge_count;
+        config.commit_interval = (self.lake_commit_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.lake_commit_ms));
         config.s3 = self.s3.options();
         config.validate()?;
         Ok(Some(config))

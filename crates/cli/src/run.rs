@@ -140,8 +140,18 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             .unwrap_or_default(),
         rules: std::sync::Arc::new(MedallionRules::new(&dq)?),
     };
+    let mut epochs = args.epochs.policy()?;
+    // Epochs the lake holds back for its commit interval are uncommitted: leave the sources
+    // room for them on top of the configured backpressure, or they would pause every interval.
+    if args.lake.lake_commit_ms > 0 {
+        let held = args
+            .lake
+            .lake_commit_ms
+            .div_ceil(args.epochs.epoch_ms.max(1));
+        epochs.max_inflight_epochs += usize::try_from(held).unwrap_or(usize::MAX);
+    }
     let options = SourceOptions {
-        epochs: args.epochs.policy()?,
+        epochs,
         mode: args.epochs.mode(),
         ..SourceOptions::default()
     };

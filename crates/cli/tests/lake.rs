@@ -294,7 +294,10 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         s3_state.to_str().unwrap(),
         "--until-idle",
         "--epoch-records",
-        "300",
+        "100",
+        // The lake commits the epochs of each 100 ms together.
+        "--lake-commit-ms",
+        "100",
     ];
     run.extend(lake_flags);
     ok(run);

@@ -98,6 +98,16 @@ pub trait SinkCommitter: 'static {
         1
     }
 
+    /// The least time between the starts of two commits (`None`, the default: commit each
+    /// epoch as soon as it is complete). With an interval, epochs that complete sooner wait
+    /// and commit together as one group (up to [`SinkCommitter::max_group`] epochs, which
+    /// commit at once when reached): fewer, larger commits for a sink whose every commit
+    /// costs (snapshots, files), while other sinks keep committing each epoch. Epochs held
+    /// back count as uncommitted for the sources' backpressure.
+    fn commit_interval(&self) -> Option<Duration> {
+        None
+    }
+
     /// Atomically commits consecutive epochs, oldest first, as one: afterwards the sink's
     /// checkpoint is the last of them, with its positions, and the epochs before it are never
     /// visible on their own. Called only with up to [`SinkCommitter::max_group`] epochs, and
@@ -380,6 +390,8 @@ where
                         metrics.commit_failures.get_or_create(&labels).inc_by(0);
                         let mut broken = false;
                         let max_group = committer.max_group().max(1);
+                        let interval = committer.commit_interval();
+                        let mut last_start: Option<std::time::Instant> = None;
                         while let Ok(first) = job_rx.recv() {
                             // Epochs that queued up while the last commit ran go together
                             // (when the committer allows it): one commit catches up.
@@ -388,6 +400,23 @@ where
                                 match job_rx.try_recv() {
                                     Ok(job) => group.push(job),
                                     Err(_) => break,
+                                }
+                            }
+                            // With a commit interval, epochs that arrive before it has passed
+                            // join the group (a closed channel — the dataflow ending —
+                            // commits at once).
+                            if let (Some(interval), Some(last)) = (interval, last_start) {
+                                let due = last + interval;
+                                while group.len() < max_group {
+                                    let Some(wait) =
+                                        due.checked_duration_since(std::time::Instant::now())
+                                    else {
+                                        break;
+                                    };
+                                    match job_rx.recv_timeout(wait) {
+                                        Ok(job) => group.push(job),
+                                        Err(_) => break,
+                                    }
                                 }
                             }
                             let epoch = group.last().map(|(e, _, _)| *e).unwrap_or_default();
@@ -402,6 +431,7 @@ where
                             }
                             crate::failpoint::hang("hang_before_commit", &thread_name);
                             let started = std::time::Instant::now();
+                            last_start = Some(started);
                             let result = retry_transient("commit", || match group.as_slice() {
                                 [(epoch, pieces, positions)] => {
                                     committer.commit(*epoch, pieces, positions)

@@ -24,11 +24,16 @@ type Row = (u32, i64, i64);
 struct CrashingSink {
     inner: FileSink<Row>,
     budget: Option<Arc<AtomicUsize>>,
+    /// A commit interval, and the log of every commit call: its start and its epochs.
+    interval: Option<(Duration, CommitCalls)>,
 }
+
+type CommitCalls = Arc<std::sync::Mutex<Vec<(std::time::Instant, usize)>>>;
 
 struct CrashingCommitter {
     inner: FileCommitter<Row>,
     budget: Option<Arc<AtomicUsize>>,
+    interval: Option<(Duration, CommitCalls)>,
 }
 
 impl SinkCommitter for CrashingCommitter {
@@ -44,7 +49,38 @@ impl SinkCommitter for CrashingCommitter {
                 return Err(SinkError::Fatal("simulated crash".into()));
             }
         }
+        if let Some((_, calls)) = &self.interval {
+            calls.lock().unwrap().push((std::time::Instant::now(), 1));
+        }
         self.inner.commit(epoch, staged, positions)
+    }
+
+    fn max_group(&self) -> usize {
+        if self.interval.is_some() {
+            64
+        } else {
+            1
+        }
+    }
+
+    fn commit_interval(&self) -> Option<Duration> {
+        self.interval.as_ref().map(|(d, _)| *d)
+    }
+
+    fn commit_group(
+        &mut self,
+        group: &[alluvium_engine::EpochToCommit<Self::Staged>],
+    ) -> Result<(), SinkError> {
+        if let Some((_, calls)) = &self.interval {
+            calls
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), group.len()));
+        }
+        for (epoch, staged, positions) in group {
+            self.inner.commit(*epoch, staged, positions)?;
+        }
+        Ok(())
     }
 }
 
@@ -65,6 +101,7 @@ impl Sink<Row> for CrashingSink {
         Ok(CrashingCommitter {
             inner: self.inner.committer()?,
             budget: self.budget.clone(),
+            interval: self.interval.clone(),
         })
     }
 }
@@ -97,6 +134,7 @@ fn crashing(dir: &Path, crash_after: Option<usize>) -> CrashingSink {
     CrashingSink {
         inner: FileSink::new(dir),
         budget: crash_after.map(|n| Arc::new(AtomicUsize::new(n))),
+        interval: None,
     }
 }
 
@@ -191,6 +229,46 @@ fn one_run_commits_the_whole_input() {
     run(&log, dir.path(), 2, 500, None).unwrap();
     check(&log, dir.path());
     assert!(FileSink::<Row>::new(dir.path()).commit_log().unwrap().len() >= 4);
+}
+
+/// A sink with a commit interval commits the epochs that complete within it together: its
+/// commits start at least the interval apart, take several epochs each, and the table is
+/// still exact; a sink without one beside it commits every epoch.
+#[test]
+fn a_commit_interval_groups_epochs_and_loses_none() {
+    let (slow_dir, each_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = make_log(9, 4, 2_000);
+    let calls: CommitCalls = Arc::default();
+    let interval = Duration::from_millis(150);
+    let slow = CrashingSink {
+        interval: Some((interval, calls.clone())),
+        ..crashing(slow_dir.path(), None)
+    };
+    run_sinks(&log, vec![slow, crashing(each_dir.path(), None)], 2, 250).unwrap();
+    check(&log, slow_dir.path());
+    check(&log, each_dir.path());
+    let calls = calls.lock().unwrap().clone();
+    let epochs: usize = calls.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        epochs,
+        FileSink::<Row>::new(each_dir.path())
+            .commit_log()
+            .unwrap()
+            .len(),
+        "the grouped sink committed other epochs than the other sink"
+    );
+    assert!(
+        calls.len() < epochs,
+        "{} commits for {epochs} epochs: nothing was grouped",
+        calls.len()
+    );
+    for pair in calls.windows(2) {
+        let apart = pair[1].0.duration_since(pair[0].0);
+        assert!(
+            apart >= interval - Duration::from_millis(5),
+            "two commits {apart:?} apart, under the interval"
+        );
+    }
 }
 
 #[test]

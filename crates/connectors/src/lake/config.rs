@@ -47,6 +47,10 @@ pub struct LakeConfig {
     /// 100). Every commit adds a manifest or two: without merging, the manifest list — read
     /// by every commit and every reader's scan planning — grows without bound.
     pub manifest_merge_count: usize,
+    /// The least time between two commits of the lake's tables (`None`: every epoch is
+    /// committed as soon as it is complete). Epochs that complete sooner are committed
+    /// together: one snapshot per table per interval, fewer and larger files.
+    pub commit_interval: Option<std::time::Duration>,
 }
 
 impl LakeConfig {
@@ -60,6 +64,7 @@ impl LakeConfig {
             s3: S3Options::default(),
             target_file_size: 128 * 1024 * 1024,
             manifest_merge_count: 100,
+            commit_interval: None,
         }
     }
 

@@ -830,6 +830,10 @@ impl SinkCommitter for IcebergCommitter {
         MAX_EPOCHS_PER_COMMIT
     }
 
+    fn commit_interval(&self) -> Option<std::time::Duration> {
+        self.config.commit_interval
+    }
+
     fn commit_group(&mut self, group: &[EpochToCommit<Self::Staged>]) -> Result<(), SinkError> {
         let group: Vec<(Epoch, &[Vec<StagedTable>], &Positions)> = group
             .iter()
