@@ -397,6 +397,24 @@ fn push_csv(out: &mut Vec<u8>, value: &PgValue) {
     }
 }
 
+/// The `unnest` arguments for `cols`: one array parameter per column, `$1::text[], …`.
+fn unnest_arrays(cols: &[(String, PgType)]) -> String {
+    let arrays: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(k, (_, ty))| format!("${}::{}", k + 1, ty.array()))
+        .collect();
+    arrays.join(", ")
+}
+
+/// The parameters as `execute` takes them.
+fn param_refs<'p>(params: &'p [Box<dyn ToSql + Sync + Send + '_>]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
 /// `INSERT INTO table … SELECT … FROM unnest(one array per column)` followed by `tail`
 /// (an `ON CONFLICT` clause or nothing), with its parameters.
 fn unnest_insert<'a>(
@@ -407,9 +425,6 @@ fn unnest_insert<'a>(
 ) -> (String, Vec<Box<dyn ToSql + Sync + Send + 'a>>) {
     let cols = &table.columns;
     let params = column_arrays(cols, rows);
-    let unnest: Vec<String> = (0..cols.len())
-        .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
-        .collect();
     let select: Vec<String> = (0..cols.len())
         .map(|k| format!("d.{}::{}", names[k], cols[k].1.sql()))
         .collect();
@@ -418,7 +433,7 @@ fn unnest_insert<'a>(
         table.name,
         names.join(", "),
         select.join(", "),
-        unnest.join(", "),
+        unnest_arrays(cols),
         names.join(", "),
         tail
     );
@@ -567,24 +582,17 @@ impl PgCommitter {
             let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
             if !deletes.is_empty() {
                 let params = column_arrays(&cols[..table.key], &deletes);
-                let unnest: Vec<String> = (0..table.key)
-                    .map(|k| format!("${}::{}", k + 1, cols[k].1.array()))
-                    .collect();
                 let cond: Vec<String> = (0..table.key)
                     .map(|k| format!("t.{0} = d.{0}::{1}", names[k], cols[k].1.sql()))
                     .collect();
                 let sql = format!(
                     "DELETE FROM {} t USING unnest({}) AS d({}) WHERE {}",
                     table.name,
-                    unnest.join(", "),
+                    unnest_arrays(&cols[..table.key]),
                     names[..table.key].join(", "),
                     cond.join(" AND ")
                 );
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.execute(&sql, &refs)
+                tx.execute(&sql, &param_refs(&params))
                     .await
                     .map_err(transient(&format!("deleting from {}", table.name)))?;
             }
@@ -594,11 +602,7 @@ impl PgCommitter {
                     .map_err(insert_error(&table.name))?;
             } else if !inserts.is_empty() {
                 let (sql, params) = unnest_insert(table, &names, &inserts, "");
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.execute(&sql, &refs)
+                tx.execute(&sql, &param_refs(&params))
                     .await
                     .map_err(insert_error(&table.name))?;
             }
@@ -611,11 +615,7 @@ impl PgCommitter {
                     on_conflict(table)
                 );
                 let (sql, params) = unnest_insert(table, &names, &upserts, &on_conflict);
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.execute(&sql, &refs)
+                tx.execute(&sql, &param_refs(&params))
                     .await
                     .map_err(transient(&format!("upserting into {}", table.name)))?;
             }
