@@ -83,6 +83,7 @@ fn cpu_secs(pid: u32) -> f64 {
             let f: Vec<&str> = rest.split_whitespace().collect();
             let utime: f64 = f.get(11)?.parse().ok()?;
             let stime: f64 = f.get(12)?.parse().ok()?;
+            // Clock ticks: 100 per second on Linux (USER_HZ).
             Some((utime + stime) / 100.0)
         })
         .unwrap_or(0.0)
@@ -171,13 +172,11 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
 
     // Backlog mode: every order event is in the topics before the pipeline starts, so the
     // run measures how fast the pipeline catches up, with no load generator beside it.
-    let (backlog_sent, backlog_secs) = if backlog {
+    let produced_before = backlog.then(|| {
         let (sent, secs) = produce_orders(&producer, &orders, events_needed, None);
         println!("backlog: produced {sent} order events in {secs:.1}s");
         (sent, secs)
-    } else {
-        (0, 0.0)
-    };
+    });
 
     let lake = tempfile::tempdir().expect("tempdir");
     let pipeline_start = Instant::now();
@@ -284,10 +283,9 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
     };
 
     let begin = Instant::now();
-    let (sent, produce_secs) = if backlog {
-        (backlog_sent, backlog_secs)
-    } else {
-        produce_orders(&producer, &orders, events_needed, Some(rate))
+    let (sent, produce_secs) = match produced_before {
+        Some(produced) => produced,
+        None => produce_orders(&producer, &orders, events_needed, Some(rate)),
     };
     // Drain: wait until the warehouse covers everything (or give up after 120 s).
     let drain_start = Instant::now();
