@@ -146,7 +146,7 @@ fn read_results(args: &ReportArgs) -> Result<Vec<DqResult>> {
                 _ => None,
             };
             let string = |i: usize| match row.get(i) {
-                Some(Value::String(s)) => s.clone(),
+                Some(Value::String(s)) => s.to_string(),
                 _ => String::new(),
             };
             let severity = match string(3).as_str() {

@@ -182,7 +182,10 @@ fn kv_sink(
     PgSink::new(url, pipeline, vec![table], |r: &(i64, String)| {
         Some((
             0,
-            vec![PgValue::Int(Some(r.0)), PgValue::Text(Some(r.1.clone()))],
+            vec![
+                PgValue::Int(Some(r.0)),
+                PgValue::Text(Some(r.1.as_str().into())),
+            ],
         ))
     })
     .with_bulk_rows(bulk_rows)

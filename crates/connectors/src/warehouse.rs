@@ -22,6 +22,7 @@ use alluvium_engine::{
     Checkpoint, Epoch, EpochToCommit, Positions, Sink, SinkCommitter, SinkError, SinkWriter,
 };
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
@@ -34,9 +35,9 @@ pub enum PgType {
     BigInt,
     /// `numeric(p, s)`
     Numeric(u8, u8),
-    /// `timestamptz` (values as RFC 3339 text)
+    /// `timestamptz` (values as [`PgValue::Timestamp`])
     Timestamptz,
-    /// `date` (values as `YYYY-MM-DD`)
+    /// `date` (values as [`PgValue::Date`])
     Date,
     /// `boolean`
     Boolean,
@@ -57,20 +58,56 @@ impl PgType {
         match self {
             PgType::BigInt => "int8[]",
             PgType::Boolean => "bool[]",
-            _ => "text[]",
+            PgType::Timestamptz => "timestamptz[]",
+            PgType::Date => "date[]",
+            PgType::Text | PgType::Numeric(..) => "text[]",
         }
     }
 }
 
 /// A value of a row, in the representation that travels to PostgreSQL.
+///
+/// Typed, so that a worker maps a row without formatting or allocating: short text is inline
+/// (`SmolStr`), timestamps, dates and decimals stay integers. The committer sends timestamps
+/// and dates in PostgreSQL's binary form and writes the `COPY` text straight into its buffer.
+/// `None` is SQL null in any variant. [`PgWriter`] refuses a value whose variant does not fit
+/// its column (see [`PgValue::fits`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PgValue {
-    /// For text, numeric, timestamptz and date columns.
-    Text(Option<String>),
+    /// For text columns; also accepted by numeric columns (PostgreSQL parses it).
+    Text(Option<SmolStr>),
     /// For bigint columns.
     Int(Option<i64>),
     /// For boolean columns.
     Bool(Option<bool>),
+    /// For timestamptz columns: microseconds since 1970-01-01 00:00 UTC.
+    Timestamp(Option<i64>),
+    /// For date columns: days since 1970-01-01.
+    Date(Option<i32>),
+    /// For numeric columns: the unscaled value (`12.50` in a `numeric(18,2)` column is
+    /// `1250`).
+    Decimal(Option<i128>),
+}
+
+impl PgValue {
+    /// Whether this value can go into a column of type `ty`.
+    pub fn fits(&self, ty: PgType) -> bool {
+        use PgValue::*;
+        match (self, ty) {
+            (Text(None) | Int(None) | Bool(None) | Timestamp(None) | Date(None), _) => true,
+            (Decimal(None), _) => true,
+            (Text(_), PgType::Text | PgType::Numeric(..)) => true,
+            (Int(_), PgType::BigInt) => true,
+            (Bool(_), PgType::Boolean) => true,
+            // Within what the committer can convert (chrono's range, wider than PostgreSQL's).
+            (Timestamp(Some(us)), PgType::Timestamptz) => {
+                chrono::DateTime::from_timestamp_micros(*us).is_some()
+            }
+            (Date(Some(d)), PgType::Date) => date_of(*d).is_some(),
+            (Decimal(_), PgType::Numeric(..)) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A keyed table: the first `key` columns form the primary key.
@@ -279,6 +316,7 @@ impl<D: 'static> Sink<D> for PgSink<D> {
     fn writer(&self, _worker: usize) -> Result<PgWriter<D>, SinkError> {
         Ok(PgWriter {
             mapper: self.mapper,
+            tables: self.tables.clone(),
             _rows: PhantomData,
         })
     }
@@ -298,7 +336,36 @@ impl<D: 'static> Sink<D> for PgSink<D> {
 /// Maps each worker's changes to table rows.
 pub struct PgWriter<D> {
     mapper: RowMapper<D>,
+    tables: Arc<Vec<PgTable>>,
     _rows: PhantomData<fn() -> D>,
+}
+
+/// Checks a mapped row against its table: a mapper bug (a value for a column of another
+/// type, a missing or extra column) stops the run naming the table and column, instead of
+/// surfacing later as a PostgreSQL error on a whole epoch or as silently wrong data.
+fn check_row(tables: &[PgTable], t: usize, row: &[PgValue]) -> Result<(), SinkError> {
+    let table = tables.get(t).ok_or_else(|| {
+        SinkError::Fatal(format!(
+            "warehouse row for table #{t}, which is not defined"
+        ))
+    })?;
+    if row.len() != table.columns.len() {
+        return Err(SinkError::Fatal(format!(
+            "warehouse row for {} has {} values for {} columns",
+            table.name,
+            row.len(),
+            table.columns.len()
+        )));
+    }
+    for (v, (name, ty)) in row.iter().zip(&table.columns) {
+        if !v.fits(*ty) {
+            return Err(SinkError::Fatal(format!(
+                "warehouse row for {}: column {name} ({ty:?}) cannot take {v:?}",
+                table.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl<D: 'static> SinkWriter<D> for PgWriter<D> {
@@ -309,10 +376,13 @@ impl<D: 'static> SinkWriter<D> for PgWriter<D> {
         _epoch: Epoch,
         updates: Vec<(D, isize)>,
     ) -> Result<Option<Self::Staged>, SinkError> {
-        let rows: Self::Staged = updates
-            .iter()
-            .filter_map(|(row, diff)| (self.mapper)(row).map(|(t, v)| (t as u32, v, *diff as i64)))
-            .collect();
+        let mut rows: Self::Staged = Vec::with_capacity(updates.len());
+        for (row, diff) in &updates {
+            if let Some((t, v)) = (self.mapper)(row) {
+                check_row(&self.tables, t, &v)?;
+                rows.push((t as u32, v, *diff as i64));
+            }
+        }
         Ok((!rows.is_empty()).then_some(rows))
     }
 }
@@ -328,41 +398,85 @@ pub struct PgCommitter {
     client: Option<Client>,
 }
 
-/// One array parameter per column.
+/// One array parameter per column, typed as [`PgType::array`] says.
 fn column_arrays<'a>(
     ty: &[(String, PgType)],
     rows: &[&'a [PgValue]],
 ) -> Vec<Box<dyn ToSql + Sync + Send + 'a>> {
+    fn column<'a, T: 'a>(
+        rows: &[&'a [PgValue]],
+        c: usize,
+        f: impl Fn(&'a PgValue) -> Option<T>,
+    ) -> Vec<Option<T>> {
+        rows.iter().map(|r| f(&r[c])).collect()
+    }
     (0..ty.len())
         .map(|c| -> Box<dyn ToSql + Sync + Send + 'a> {
             match ty[c].1 {
-                PgType::BigInt => Box::new(
-                    rows.iter()
-                        .map(|r| match &r[c] {
-                            PgValue::Int(v) => *v,
-                            _ => None,
-                        })
-                        .collect::<Vec<Option<i64>>>(),
-                ),
-                PgType::Boolean => Box::new(
-                    rows.iter()
-                        .map(|r| match &r[c] {
-                            PgValue::Bool(v) => *v,
-                            _ => None,
-                        })
-                        .collect::<Vec<Option<bool>>>(),
-                ),
-                _ => Box::new(
-                    rows.iter()
-                        .map(|r| match &r[c] {
-                            PgValue::Text(v) => v.as_deref(),
-                            _ => None,
-                        })
-                        .collect::<Vec<Option<&str>>>(),
-                ),
+                PgType::BigInt => Box::new(column(rows, c, |v| match v {
+                    PgValue::Int(v) => *v,
+                    _ => None,
+                })),
+                PgType::Boolean => Box::new(column(rows, c, |v| match v {
+                    PgValue::Bool(v) => *v,
+                    _ => None,
+                })),
+                // Binary on the wire: PostgreSQL parses no text, we format none.
+                PgType::Timestamptz => Box::new(column(rows, c, |v| match v {
+                    PgValue::Timestamp(Some(us)) => chrono::DateTime::from_timestamp_micros(*us),
+                    _ => None,
+                })),
+                PgType::Date => Box::new(column(rows, c, |v| match v {
+                    PgValue::Date(Some(d)) => date_of(*d),
+                    _ => None,
+                })),
+                PgType::Numeric(_, scale) => Box::new(column(rows, c, move |v| match v {
+                    PgValue::Decimal(Some(d)) => {
+                        let mut text = Vec::new();
+                        push_decimal(&mut text, *d, scale);
+                        String::from_utf8(text).ok()
+                    }
+                    PgValue::Text(t) => t.as_ref().map(|t| t.to_string()),
+                    _ => None,
+                })),
+                PgType::Text => Box::new(column(rows, c, |v| match v {
+                    PgValue::Text(v) => v.as_deref(),
+                    _ => None,
+                })),
             }
         })
         .collect()
+}
+
+/// The date `days` after 1970-01-01 (`None` out of chrono's range, which is wider than
+/// PostgreSQL's).
+fn date_of(days: i32) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
+        .checked_add_signed(chrono::TimeDelta::try_days(i64::from(days))?)
+}
+
+/// `unscaled / 10^scale` as decimal text (`-1250`, scale 2 → `-12.50`).
+fn push_decimal(out: &mut Vec<u8>, unscaled: i128, scale: u8) {
+    if unscaled < 0 {
+        out.push(b'-');
+    }
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(unscaled.unsigned_abs()).as_bytes();
+    let scale = usize::from(scale);
+    if scale == 0 {
+        out.extend_from_slice(digits);
+        return;
+    }
+    if digits.len() <= scale {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
+        out.extend_from_slice(digits);
+    } else {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    }
 }
 
 /// The `ON CONFLICT` action of an upsert into `table`: overwrite the non-key columns.
@@ -378,12 +492,38 @@ fn on_conflict(table: &PgTable) -> String {
     }
 }
 
-/// One value in PostgreSQL's CSV `COPY` format: NULL unquoted and empty, text always quoted.
-fn push_csv(out: &mut Vec<u8>, value: &PgValue) {
+/// One value of a column of type `ty` in PostgreSQL's CSV `COPY` format: NULL unquoted and
+/// empty, text always quoted, written straight into `out`.
+fn push_csv(out: &mut Vec<u8>, value: &PgValue, ty: PgType) {
+    use std::io::Write as _;
     match value {
-        PgValue::Text(None) | PgValue::Int(None) | PgValue::Bool(None) => {}
-        PgValue::Int(Some(v)) => out.extend_from_slice(v.to_string().as_bytes()),
+        PgValue::Text(None)
+        | PgValue::Int(None)
+        | PgValue::Bool(None)
+        | PgValue::Timestamp(None)
+        | PgValue::Date(None)
+        | PgValue::Decimal(None) => {}
+        PgValue::Int(Some(v)) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
         PgValue::Bool(Some(v)) => out.push(if *v { b't' } else { b'f' }),
+        PgValue::Timestamp(Some(us)) => {
+            // `2026-11-27 05:50:56.457907+00` (`PgWriter` let only convertible values
+            // through); writing into a `Vec` cannot fail.
+            if let Some(t) = chrono::DateTime::from_timestamp_micros(*us) {
+                let _ = write!(out, "{}+00", t.naive_utc());
+            }
+        }
+        PgValue::Date(Some(d)) => {
+            if let Some(d) = date_of(*d) {
+                let _ = write!(out, "{d}");
+            }
+        }
+        PgValue::Decimal(Some(d)) => {
+            let scale = match ty {
+                PgType::Numeric(_, s) => s,
+                _ => 0,
+            };
+            push_decimal(out, *d, scale);
+        }
         PgValue::Text(Some(t)) => {
             out.push(b'"');
             for b in t.bytes() {
@@ -444,9 +584,10 @@ fn unnest_insert<'a>(
 async fn copy_rows(
     tx: &tokio_postgres::Transaction<'_>,
     target: &str,
-    names: &[&str],
+    columns: &[(String, PgType)],
     rows: &[&[PgValue]],
 ) -> Result<(), tokio_postgres::Error> {
+    let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
     use futures::SinkExt;
     let sink = tx
         .copy_in(&format!(
@@ -461,7 +602,7 @@ async fn copy_rows(
             if i > 0 {
                 buf.push(b',');
             }
-            push_csv(&mut buf, v);
+            push_csv(&mut buf, v, columns[i].1);
         }
         buf.push(b'\n');
         if buf.len() >= 1 << 20 {
@@ -494,7 +635,7 @@ async fn copy_upsert(
         "creating the staging table for {}",
         table.name
     )))?;
-    copy_rows(tx, stage, &names, rows)
+    copy_rows(tx, stage, &table.columns, rows)
         .await
         .map_err(transient(&format!("copying into {}", table.name)))?;
     let on_conflict = on_conflict(table);
@@ -597,7 +738,7 @@ impl PgCommitter {
                     .map_err(transient(&format!("deleting from {}", table.name)))?;
             }
             if inserts.len() >= self.bulk_rows {
-                copy_rows(&tx, &table.name, &names, &inserts)
+                copy_rows(&tx, &table.name, &table.columns, &inserts)
                     .await
                     .map_err(insert_error(&table.name))?;
             } else if !inserts.is_empty() {
@@ -834,4 +975,88 @@ impl WarehouseMetrics {
 pub fn warehouse_metrics() -> &'static WarehouseMetrics {
     static METRICS: std::sync::OnceLock<WarehouseMetrics> = std::sync::OnceLock::new();
     METRICS.get_or_init(WarehouseMetrics::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decimal(v: i128, scale: u8) -> String {
+        let mut out = Vec::new();
+        push_decimal(&mut out, v, scale);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn decimals_are_placed_by_their_scale() {
+        assert_eq!(decimal(1250, 2), "12.50");
+        assert_eq!(decimal(-1250, 2), "-12.50");
+        assert_eq!(decimal(5, 2), "0.05");
+        assert_eq!(decimal(-5, 2), "-0.05");
+        assert_eq!(decimal(0, 2), "0.00");
+        assert_eq!(decimal(100, 2), "1.00");
+        assert_eq!(decimal(-7, 0), "-7");
+        assert_eq!(
+            decimal(i128::MIN, 2),
+            "-1701411834604692317316873037158841057.28"
+        );
+    }
+
+    fn csv(v: PgValue, ty: PgType) -> String {
+        let mut out = Vec::new();
+        push_csv(&mut out, &v, ty);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn copy_text_of_each_type() {
+        use PgType::*;
+        assert_eq!(
+            csv(PgValue::Timestamp(Some(0)), Timestamptz),
+            "1970-01-01 00:00:00+00"
+        );
+        assert_eq!(
+            csv(PgValue::Timestamp(Some(1_764_000_000_123_456)), Timestamptz),
+            "2025-11-24 16:00:00.123456+00"
+        );
+        assert_eq!(
+            csv(PgValue::Timestamp(Some(-1)), Timestamptz),
+            "1969-12-31 23:59:59.999999+00"
+        );
+        assert_eq!(csv(PgValue::Date(Some(0)), Date), "1970-01-01");
+        assert_eq!(csv(PgValue::Date(Some(-1)), Date), "1969-12-31");
+        assert_eq!(csv(PgValue::Date(Some(20_419)), Date), "2025-11-27");
+        assert_eq!(csv(PgValue::Decimal(Some(-305)), Numeric(18, 2)), "-3.05");
+        assert_eq!(csv(PgValue::Int(Some(-42)), BigInt), "-42");
+        assert_eq!(csv(PgValue::Text(Some("a\"b".into())), Text), "\"a\"\"b\"");
+        assert_eq!(csv(PgValue::Text(None), Text), "");
+        assert_eq!(csv(PgValue::Timestamp(None), Timestamptz), "");
+    }
+
+    #[test]
+    fn a_value_of_another_type_is_refused_naming_the_column() {
+        let tables = vec![PgTable {
+            name: "gold.t".into(),
+            columns: vec![
+                ("id".into(), PgType::BigInt),
+                ("at".into(), PgType::Timestamptz),
+            ],
+            key: 1,
+        }];
+        let ok = [PgValue::Int(Some(1)), PgValue::Timestamp(Some(5))];
+        assert!(check_row(&tables, 0, &ok).is_ok());
+        let nulls = [PgValue::Int(Some(1)), PgValue::Text(None)];
+        assert!(check_row(&tables, 0, &nulls).is_ok());
+        let text = [
+            PgValue::Int(Some(1)),
+            PgValue::Text(Some("2026-01-01".into())),
+        ];
+        let err = check_row(&tables, 0, &text).unwrap_err().to_string();
+        assert!(err.contains("gold.t") && err.contains("column at"), "{err}");
+        let short = [PgValue::Int(Some(1))];
+        assert!(check_row(&tables, 0, &short).is_err());
+        assert!(check_row(&tables, 1, &ok).is_err());
+        let far = [PgValue::Int(Some(1)), PgValue::Timestamp(Some(i64::MAX))];
+        assert!(check_row(&tables, 0, &far).is_err());
+    }
 }

@@ -188,11 +188,12 @@ pub fn table_defs() -> Vec<TableDef> {
     ]
 }
 
+// The lake's strings are `Text` too: a copy of the inline value (or a reference count).
 fn s(v: &Text) -> Value {
-    Value::String(v.to_string())
+    Value::String(v.clone())
 }
 fn os(v: &Option<Text>) -> Value {
-    Value::opt_string(v.as_deref())
+    v.clone().map_or(Value::Null, Value::String)
 }
 fn money(cents: i64) -> Value {
     Value::Decimal(cents as i128)
@@ -321,8 +322,8 @@ pub fn table_row(row: &TableRow) -> Option<(usize, Row)> {
             9,
             vec![
                 Value::Long(d.epoch as i64),
-                Value::String(d.table_name.clone()),
-                Value::String(d.rule.clone()),
+                Value::String(d.table_name.as_str().into()),
+                Value::String(d.rule.as_str().into()),
                 Value::String(d.severity.as_str().into()),
                 Value::Long(d.checked),
                 Value::Long(d.failed),
@@ -414,7 +415,7 @@ fn bronze_row(topics: &Topics, b: &BronzeRow) -> Option<(usize, Row)> {
     let (text, bytes) = match &b.payload {
         None => (Value::Null, Value::Null),
         Some(p) => match std::str::from_utf8(p) {
-            Ok(t) => (Value::String(t.to_string()), Value::Null),
+            Ok(t) => (Value::String(t.into()), Value::Null),
             Err(_) => (Value::Null, Value::Binary(p.clone())),
         },
     };
@@ -485,7 +486,7 @@ fn format_cell(v: &Value, ty: ColumnType) -> std::string::String {
         (Value::Bool(b), _) => b.to_string(),
         (Value::Long(n), _) => n.to_string(),
         (Value::Int(n), _) => n.to_string(),
-        (Value::String(s), _) => s.clone(),
+        (Value::String(s), _) => s.to_string(),
         (Value::Binary(b), _) => std::string::String::from_utf8_lossy(b).into_owned(),
     }
 }
@@ -542,7 +543,9 @@ pub fn export_csv(config: &LakeConfig, dir: &std::path::Path) -> Result<(), Lake
     for row in scan_table_blocking(config, &quarantine_def())? {
         if let (Some(Value::String(source)), Some(Value::String(rule))) = (row.first(), row.get(2))
         {
-            *counts.entry((source.clone(), rule.clone())).or_default() += 1;
+            *counts
+                .entry((source.to_string(), rule.to_string()))
+                .or_default() += 1;
         }
     }
     let rows = counts

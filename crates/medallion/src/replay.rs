@@ -111,7 +111,7 @@ fn bronze_record(
         cell(),
     );
     let payload = match (text, bytes) {
-        (Value::String(t), _) => Some(t.into_bytes()),
+        (Value::String(t), _) => Some(t.as_bytes().to_vec()),
         (_, Value::Binary(b)) => Some(b),
         _ => None,
     };

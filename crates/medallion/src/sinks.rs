@@ -92,7 +92,10 @@ impl PipelineSinks {
         }
         if let Some(w) = &self.warehouse {
             commit_sink(
-                outputs.tables.clone(),
+                outputs
+                    .tables
+                    .clone()
+                    .filter(crate::warehouse::is_warehouse_row),
                 positions.clone(),
                 w,
                 plan,

@@ -3,9 +3,7 @@
 
 use alluvium_connectors::warehouse::{PgSink, PgTable, PgType, PgValue};
 
-use crate::money::format_cents;
 use crate::rows::{TableRow, Text};
-use crate::time::{format_date, format_ts};
 
 fn table(name: &str, key: usize, columns: &[(&str, PgType)]) -> PgTable {
     PgTable {
@@ -129,17 +127,29 @@ pub fn warehouse_tables() -> Vec<PgTable> {
     tables
 }
 
+// `String::from(&str)`, not `to_string()`: `Text` has no specialised `to_string`, so that
+// went through the formatting machinery for every column of every row (perf).
+// Text is the same inline string type on both sides: a copy, no allocation for short values.
 fn t(v: &Text) -> PgValue {
-    PgValue::Text(Some(v.to_string()))
+    PgValue::Text(Some(v.clone()))
 }
 fn ot(v: &Option<Text>) -> PgValue {
-    PgValue::Text(v.as_ref().map(|s| s.to_string()))
+    PgValue::Text(v.clone())
 }
-fn s(v: String) -> PgValue {
-    PgValue::Text(Some(v))
+fn s(v: &str) -> PgValue {
+    PgValue::Text(Some(v.into()))
 }
 fn i(v: i64) -> PgValue {
     PgValue::Int(Some(v))
+}
+fn ts(micros: i64) -> PgValue {
+    PgValue::Timestamp(Some(micros))
+}
+fn date(days: i32) -> PgValue {
+    PgValue::Date(Some(days))
+}
+fn money(cents: i128) -> PgValue {
+    PgValue::Decimal(Some(cents))
 }
 
 /// The warehouse row of a table row (index into [`warehouse_tables`]), `None` for rows that
@@ -151,13 +161,13 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
             0,
             vec![
                 i(d.customer_id),
-                s(format_ts(d.valid_from?)),
+                ts(d.valid_from?),
                 ot(&d.email),
                 ot(&d.full_name),
                 ot(&d.country),
                 ot(&d.city),
                 ot(&d.segment),
-                PgValue::Text(d.valid_to.map(format_ts)),
+                PgValue::Timestamp(d.valid_to),
                 PgValue::Bool(Some(d.is_current)),
             ],
         ),
@@ -169,10 +179,10 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
                 t(&p.name),
                 t(&p.category),
                 ot(&p.brand),
-                s(p.list_price.to_string()),
+                money(i128::from(p.list_price.0)),
                 t(&p.currency),
                 PgValue::Bool(Some(p.active)),
-                s(format_ts(p.updated_at)),
+                ts(p.updated_at),
             ],
         ),
         TableRow::Fact(f) => (
@@ -182,13 +192,13 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
                 i(f.line_no),
                 i(f.customer_id),
                 t(&f.product_id),
-                s(format_ts(f.order_ts)),
-                s(format_date(f.order_date)),
+                ts(f.order_ts),
+                date(f.order_date),
                 t(&f.status),
                 t(&f.currency),
                 i(f.quantity),
-                s(f.unit_price.to_string()),
-                s(f.line_total.to_string()),
+                money(i128::from(f.unit_price.0)),
+                money(i128::from(f.line_total.0)),
                 t(&f.shipping_country),
                 ot(&f.payment_method),
                 ot(&f.category),
@@ -200,13 +210,13 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
         TableRow::DailySales(d) => (
             3,
             vec![
-                s(format_date(d.order_date)),
+                date(d.order_date),
                 t(&d.category),
                 t(&d.shipping_country),
                 t(&d.currency),
                 i(d.orders),
                 i(d.units),
-                s(format_cents(d.revenue)),
+                money(d.revenue),
             ],
         ),
         TableRow::CustomerLtv(l) => (
@@ -215,27 +225,41 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
                 i(l.customer_id),
                 t(&l.currency),
                 i(l.orders),
-                s(format_cents(l.revenue)),
-                s(format_ts(l.first_order_ts)),
-                s(format_ts(l.last_order_ts)),
+                money(l.revenue),
+                ts(l.first_order_ts),
+                ts(l.last_order_ts),
             ],
         ),
         TableRow::Dq(d) => (
             5,
             vec![
                 i(i64::try_from(d.epoch).unwrap_or(i64::MAX)),
-                s(d.table_name.clone()),
-                s(d.rule.clone()),
-                s(d.severity.as_str().to_owned()),
+                s(&d.table_name),
+                s(&d.rule),
+                s(d.severity.as_str()),
                 i(d.checked),
                 i(d.failed),
                 PgValue::Int(d.threshold),
                 PgValue::Bool(Some(d.passed)),
-                s(format_ts(d.evaluated_at)),
+                ts(d.evaluated_at),
             ],
         ),
         _ => return None,
     })
+}
+
+/// Whether [`gold_row`] maps `row` (a gold row or `dq.results`): the warehouse sink is given
+/// only these, so that it does not route and consolidate the silver changes it would drop.
+pub fn is_warehouse_row(row: &TableRow) -> bool {
+    matches!(
+        row,
+        TableRow::DimCustomer(_)
+            | TableRow::DimProduct(_)
+            | TableRow::Fact(_)
+            | TableRow::DailySales(_)
+            | TableRow::CustomerLtv(_)
+            | TableRow::Dq(_)
+    )
 }
 
 /// The warehouse sink of the medallion pipeline.

@@ -243,7 +243,7 @@ mod tests {
                 vec![
                     Value::Long(t.0),
                     Value::Long(t.1),
-                    Value::String(t.2.clone()),
+                    Value::String(t.2.as_str().into()),
                 ],
             ))
         })
@@ -258,7 +258,7 @@ mod tests {
                     vec![
                         Value::Long(t.0),
                         Value::Long(t.1),
-                        Value::String(t.2.clone()),
+                        Value::String(t.2.as_str().into()),
                     ],
                     *n,
                 )

@@ -22,6 +22,7 @@ use iceberg::spec::{
 };
 use iceberg::transform::create_transform_function;
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use super::LakeError;
 
@@ -249,8 +250,9 @@ pub enum Value {
     Long(i64),
     /// `decimal`: the unscaled value.
     Decimal(i128),
-    /// `string`
-    String(String),
+    /// `string` (inline up to 23 bytes: a worker maps a row's short strings without
+    /// allocating)
+    String(SmolStr),
     /// `binary`
     Binary(Vec<u8>),
 }
@@ -258,7 +260,7 @@ pub enum Value {
 impl Value {
     /// `Some(v)` as a string value, `None` as null.
     pub fn opt_string(v: Option<&str>) -> Value {
-        v.map_or(Value::Null, |s| Value::String(s.to_string()))
+        v.map_or(Value::Null, |s| Value::String(s.into()))
     }
     /// `Some(v)` as a long value, `None` as null.
     pub fn opt_long(v: Option<i64>) -> Value {
@@ -396,7 +398,7 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<Row>, LakeError> {
                 Value::Decimal(a.value(i))
             }),
             DataType::Utf8 => fill!(StringArray, |a: &StringArray, i| Value::String(
-                a.value(i).to_string()
+                a.value(i).into()
             )),
             DataType::LargeBinary => fill!(LargeBinaryArray, |a: &LargeBinaryArray, i| {
                 Value::Binary(a.value(i).to_vec())
