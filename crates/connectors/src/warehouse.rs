@@ -94,8 +94,8 @@ impl PgValue {
     pub fn fits(&self, ty: PgType) -> bool {
         use PgValue::*;
         match (self, ty) {
-            (Text(None) | Int(None) | Bool(None) | Timestamp(None) | Date(None), _) => true,
-            (Decimal(None), _) => true,
+            (Text(None) | Int(None) | Bool(None), _) => true,
+            (Timestamp(None) | Date(None) | Decimal(None), _) => true,
             (Text(_), PgType::Text | PgType::Numeric(..)) => true,
             (Int(_), PgType::BigInt) => true,
             (Bool(_), PgType::Boolean) => true,
@@ -432,9 +432,10 @@ fn column_arrays<'a>(
                 })),
                 PgType::Numeric(_, scale) => Box::new(column(rows, c, move |v| match v {
                     PgValue::Decimal(Some(d)) => {
-                        let mut text = Vec::new();
+                        let mut text = Vec::with_capacity(24);
                         push_decimal(&mut text, *d, scale);
-                        String::from_utf8(text).ok()
+                        // ASCII digits, sign and point: never lossy.
+                        Some(String::from_utf8_lossy(&text).into_owned())
                     }
                     PgValue::Text(t) => t.as_ref().map(|t| t.to_string()),
                     _ => None,
