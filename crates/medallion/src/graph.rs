@@ -92,9 +92,6 @@ enum Parsed {
     /// A `dq.results` check contributed by a record (routed next to the record itself, so
     /// the parsed record is never cloned).
     Check(Check),
-    /// The record itself, for bronze: made after parsing, which only borrowed it, so the
-    /// payload moves into bronze instead of being copied for a second consumer.
-    Bronze(BronzeRow),
 }
 
 impl Parsed {
@@ -106,7 +103,6 @@ impl Parsed {
             Parsed::Customer(_) => 2,
             Parsed::Quarantine(_) => 3,
             Parsed::Check(_) => 4,
-            Parsed::Bronze(_) => 5,
         }
     }
 }
@@ -147,7 +143,7 @@ fn dropped_by(source: &str, r: &KafkaRecord, key: &Text, rule: &str) -> Parsed {
 
 /// Parses and validates one record into `out`: the parsed record (or its quarantine row) and
 /// its `dq.results` checks — one per checked row, one per failed rule.
-fn parse_into(r: &KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
+fn parse_into(r: KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
     let rules = &config.rules;
     let topics = &config.topics;
     let topic: &str = &r.topic;
@@ -164,14 +160,14 @@ fn parse_into(r: &KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
                     Some(i) => {
                         let name = &rules.orders.rules()[i].def.name;
                         out.push(Parsed::Check(rules.failure(ORDERS, name)));
-                        out.push(dropped_by("orders", r, &e.order_id, name));
+                        out.push(dropped_by("orders", &r, &e.order_id, name));
                     }
                     None => out.push(Parsed::Order(e)),
                 }
             }
             Err(rej) => {
                 out.push(Parsed::Check(rules.failure(ORDERS, rej.rule)));
-                out.push(quarantine("orders", r, rej));
+                out.push(quarantine("orders", &r, rej));
             }
         }
     } else if topic == topics.products {
@@ -187,14 +183,14 @@ fn parse_into(r: &KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
                     Some(i) => {
                         let name = &rules.products.rules()[i].def.name;
                         out.push(Parsed::Check(rules.failure(PRODUCTS, name)));
-                        out.push(dropped_by("products", r, &v.1.product_id, name));
+                        out.push(dropped_by("products", &r, &v.1.product_id, name));
                     }
                     None => out.push(Parsed::Product(v)),
                 }
             }
             Err(rej) => {
                 out.push(Parsed::Check(rules.failure(PRODUCTS, rej.rule)));
-                out.push(quarantine("products", r, rej));
+                out.push(quarantine("products", &r, rej));
             }
         }
     } else if topic == topics.customers {
@@ -221,7 +217,7 @@ fn parse_into(r: &KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
             Err(rej) => {
                 out.push(Parsed::Check(Check::row(table_name(CUSTOMERS))));
                 out.push(Parsed::Check(rules.failure(CUSTOMERS, rej.rule)));
-                out.push(quarantine("customers", r, rej));
+                out.push(quarantine("customers", &r, rej));
             }
         }
     }
@@ -262,20 +258,6 @@ fn bronze_source(r: &KafkaRecord, topics: &Topics) -> String {
     format!("kafka:{topic}")
 }
 
-/// The bronze row of a record read in `epoch`.
-fn bronze_row(r: KafkaRecord, topics: &Topics, epoch: Epoch) -> BronzeRow {
-    let source = bronze_source(&r, topics);
-    BronzeRow {
-        topic: Text::from(&*r.topic),
-        partition: r.partition,
-        offset: r.offset,
-        source: source.into(),
-        batch_id: epoch,
-        payload: r.payload,
-        ingested_at: r.ingested_at,
-    }
-}
-
 /// What the graph produces.
 pub struct Outputs<'s> {
     /// Every silver and gold table, the quarantine counts and `dq.results`, as changes.
@@ -296,19 +278,36 @@ pub fn medallion<'s>(
     config: &PipelineConfig,
     ctx: &WorkerContext,
 ) -> Outputs<'s> {
+    let topics = config.topics.clone();
+    let bronze = records
+        .clone()
+        .inner
+        .map(move |(r, epoch, diff)| {
+            let source = bronze_source(&r, &topics);
+            let row = BronzeRow {
+                topic: Text::from(&*r.topic),
+                partition: r.partition,
+                offset: r.offset,
+                source: source.into(),
+                batch_id: epoch,
+                payload: r.payload,
+                ingested_at: r.ingested_at,
+            };
+            (row, epoch, diff)
+        })
+        .as_collection();
     let records = alluvium_engine::metrics::metered(records, "records");
     let cfg = config.clone();
     // Parse once, then route each kind to its own stream: no branch sees (or clones) the
-    // records of another. The record itself goes last, as its bronze row.
+    // records of another.
     let mut parts = records
-        .inner
-        .flat_map(move |(r, epoch, diff)| {
-            let mut out = Vec::with_capacity(4);
-            parse_into(&r, &cfg, &mut out);
-            out.push(Parsed::Bronze(bronze_row(r, &cfg.topics, epoch)));
-            out.into_iter().map(move |p| (p, epoch, diff))
+        .flat_map(move |r| {
+            let mut out = Vec::with_capacity(3);
+            parse_into(r, &cfg, &mut out);
+            out
         })
-        .partition(6, |(p, t, r)| (p.route(), (p, t, r)))
+        .inner
+        .partition(5, |(p, t, r)| (p.route(), (p, t, r)))
         .into_iter()
         .map(|s| s.as_collection());
     let (
@@ -317,9 +316,7 @@ pub fn medallion<'s>(
         Some(customer_part),
         Some(quarantine_part),
         Some(check_part),
-        Some(bronze_part),
     ) = (
-        parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
@@ -327,12 +324,8 @@ pub fn medallion<'s>(
         parts.next(),
     )
     else {
-        unreachable!("partition(6) returns six streams")
+        unreachable!("partition(5) returns five streams")
     };
-    let bronze = bronze_part.flat_map(|p| match p {
-        Parsed::Bronze(b) => Some(b),
-        _ => None,
-    });
     let dq = dq_results(
         check_part.flat_map(|p| match p {
             Parsed::Check(c) => Some(c),
