@@ -392,15 +392,32 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
+    let config = local_config(&lake);
+    let lake_commits = || -> Vec<_> {
+        blocking(async {
+            let catalog = config.open_catalog().await?;
+            let t =
+                alluvium_connectors::lake::commit::ensure_table(&catalog, &table_defs()[0]).await?;
+            alluvium_connectors::lake::commit::last_commit(&t)
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    };
     let mut rng = rand::rng();
     let mut kills = 0;
-    for i in 0..6 {
+    let mut i = 0;
+    loop {
+        // Six kills at random points; on a loaded machine (CI runs tests side by side) all
+        // six may come before the first commit, so later runs live longer, until one has
+        // committed (at most six more).
+        let life = if i < 6 { 300..1500 } else { 1500..4000 };
         let mut child = alluvium(run_args(&["-w", if i % 2 == 0 { "1" } else { "2" }]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(life)));
         // SIGKILL (std's kill): no chance to finish a file, a manifest or a transaction.
         if child.try_wait().unwrap().is_none() {
             kills += 1;
@@ -415,17 +432,13 @@ fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        i += 1;
+        if i >= 12 || (i >= 6 && !lake_commits().is_empty()) {
+            break;
+        }
     }
     assert!(kills >= 5, "only {kills} runs were killed mid-way");
-    let config = local_config(&lake);
-    let committed: Vec<_> = blocking(async {
-        let catalog = config.open_catalog().await?;
-        let t = alluvium_connectors::lake::commit::ensure_table(&catalog, &table_defs()[0]).await?;
-        alluvium_connectors::lake::commit::last_commit(&t)
-    })
-    .into_iter()
-    .flatten()
-    .collect();
+    let committed = lake_commits();
     assert!(
         !committed.is_empty(),
         "the killed runs committed nothing to the lake"
