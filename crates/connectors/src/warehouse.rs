@@ -437,7 +437,7 @@ fn column_arrays<'a>(
                         // ASCII digits, sign and point: never lossy.
                         Some(String::from_utf8_lossy(&text).into_owned())
                     }
-                    PgValue::Text(t) => t.as_ref().map(|t| t.to_string()),
+                    PgValue::Text(t) => t.as_deref().map(String::from),
                     _ => None,
                 })),
                 PgType::Text => Box::new(column(rows, c, |v| match v {
