@@ -83,6 +83,7 @@ fn run_memory(log: &MemoryLog<(u32, i64)>, workers: usize) {
 }
 
 fn in_memory(c: &mut Criterion) {
+    alluvium_benches::setup();
     let log = log(RECORDS);
     let mut group = c.benchmark_group("keyed_stats_in_memory");
     group
@@ -97,6 +98,7 @@ fn in_memory(c: &mut Criterion) {
 }
 
 fn over_broker(c: &mut Criterion) {
+    alluvium_benches::setup();
     let Ok(brokers) = std::env::var("ALLUVIUM_KAFKA_BROKERS") else {
         eprintln!("ALLUVIUM_KAFKA_BROKERS not set: skipping the broker benchmark");
         return;

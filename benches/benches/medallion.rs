@@ -11,6 +11,7 @@ use alluvium_medallion::{PipelineConfig, Topics};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn throughput(c: &mut Criterion) {
+    alluvium_benches::setup();
     let orders: usize = std::env::var("ALLUVIUM_BENCH_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -59,6 +59,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    alluvium_benches::setup();
     let history: usize = std::env::var("ALLUVIUM_BENCH_HISTORY")
         .ok()
         .and_then(|v| v.parse().ok())
