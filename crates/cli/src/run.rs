@@ -56,6 +56,12 @@ pub struct RunArgs {
     /// Start-up retries (exponential backoff) before the brokers are reported unreachable.
     #[arg(long, default_value_t = 5)]
     pub kafka_retries: u32,
+    /// An extra librdkafka setting, `KEY=VALUE` (repeatable; e.g. `security.protocol=SASL_SSL`,
+    /// `sasl.username=…`, `queued.max.messages.kbytes=16384`) for every Kafka client of the
+    /// run; the consumer's group and offset settings stay Alluvium's. An unknown key fails
+    /// the start, named by librdkafka.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
+    pub kafka_options: Vec<(String, String)>,
     /// Serve the engine's metrics (`/metrics`: records per partition, epochs, commits and
     /// commit latency per sink) and `/healthz` on this address.
     #[arg(long)]
@@ -70,6 +76,14 @@ pub struct RunArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub epochs: EpochArgs,
+}
+
+/// Parses one `--kafka-option`: `KEY=VALUE`, the key not empty.
+fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 /// The default state directory of a pipeline reading `prefix*` topics on `brokers`.
@@ -89,6 +103,7 @@ fn default_state(brokers: &str, prefix: &str) -> PathBuf {
 pub fn run(mut args: RunArgs) -> Result<()> {
     let mut kafka = KafkaConfig::new(args.brokers.clone());
     kafka.retries = args.kafka_retries;
+    kafka.settings = args.kafka_options.clone();
     kafka.validate()?;
     let cluster = args.cluster.config()?;
     if let Some(addr) = args.metrics_listen {

@@ -240,7 +240,7 @@ fn epochs_committed_together_equal_one_by_one(bulk_rows: usize) {
                 }
             }
         }
-        let staged: Vec<_> = writer.stage(epoch, updates).unwrap().into_iter().collect();
+        let staged: Vec<_> = writer.stage(epoch, &updates).unwrap().into_iter().collect();
         waiting.push((epoch, staged, Positions::new()));
         if rng.random_range(0..3) == 0 && epoch < 60 {
             continue;
@@ -278,7 +278,7 @@ fn a_key_already_in_the_table_is_replaced_by_a_new_row() {
         let mut committer = sink.committer().unwrap();
         psql(&url, "INSERT INTO t.kv VALUES (1, 'written by hand')");
         let staged: Vec<_> = writer
-            .stage(2, vec![((1, "a".into()), 1), ((2, "b".into()), 1)])
+            .stage(2, &[((1, "a".into()), 1), ((2, "b".into()), 1)])
             .unwrap()
             .into_iter()
             .collect();
@@ -286,7 +286,7 @@ fn a_key_already_in_the_table_is_replaced_by_a_new_row() {
         assert_eq!(psql(&url, "SELECT k, v FROM t.kv ORDER BY k"), "1|a\n2|b\n");
         // And a row replaced by key afterwards goes the upsert way.
         let staged: Vec<_> = writer
-            .stage(3, vec![((2, "b".into()), -1), ((2, "c".into()), 1)])
+            .stage(3, &[((2, "b".into()), -1), ((2, "c".into()), 1)])
             .unwrap()
             .into_iter()
             .collect();

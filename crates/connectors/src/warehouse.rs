@@ -374,10 +374,10 @@ impl<D: 'static> SinkWriter<D> for PgWriter<D> {
     fn stage(
         &mut self,
         _epoch: Epoch,
-        updates: Vec<(D, isize)>,
+        updates: &[(D, isize)],
     ) -> Result<Option<Self::Staged>, SinkError> {
         let mut rows: Self::Staged = Vec::with_capacity(updates.len());
-        for (row, diff) in &updates {
+        for (row, diff) in updates {
             if let Some((t, v)) = (self.mapper)(row) {
                 check_row(&self.tables, t, &v)?;
                 rows.push((t as u32, v, *diff as i64));

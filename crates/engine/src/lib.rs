@@ -66,7 +66,10 @@ pub use position::{Checkpoint, PartitionId, PositionUpdate, Positions};
 pub use recorded::{RecordedLog, ReplayLog};
 pub use resume::{Rehydration, ResumePlan};
 pub use runtime::{execute, ClusterConfig, WorkerContext};
-pub use sink::{commit_sink, EpochToCommit, Sink, SinkCommitter, SinkError, SinkWriter};
+pub use sink::{
+    appended_epochs, commit_changes, commit_sink, consolidate_epochs, EpochChanges, EpochToCommit,
+    Sink, SinkCommitter, SinkError, SinkWriter,
+};
 pub use source::{
     partitioned_source, MemoryLog, PartitionReader, ReadStatus, SourceContext, SourceOptions,
 };

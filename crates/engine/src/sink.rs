@@ -18,13 +18,14 @@
 //! backpressure and the runtime for "everything is committed".
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Capability, Probe};
@@ -68,12 +69,13 @@ pub trait SinkWriter<D>: 'static {
     /// What a staged piece looks like to the committer (file paths, row counts, or the rows).
     type Staged: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Stages the consolidated changes of `epoch` held by this worker. Returns `None` when
-    /// nothing needs committing from this worker.
+    /// Stages the changes of `epoch` held by this worker: consolidated, or, for an insert-only
+    /// collection given through [`appended_epochs`], the rows as they came. Returns `None`
+    /// when nothing needs committing from this worker.
     fn stage(
         &mut self,
         epoch: Epoch,
-        updates: Vec<(D, isize)>,
+        updates: &[(D, isize)],
     ) -> Result<Option<Self::Staged>, SinkError>;
 }
 
@@ -209,8 +211,135 @@ pub fn consolidate_unstable<D: Ord + Hashable<Output: Into<u64>>>(updates: &mut 
     updates.retain(|(_, d)| *d != 0);
 }
 
+/// One worker's changes of each complete epoch (the frontier has passed it), shared by every
+/// sink that takes them: built once by [`consolidate_epochs`] (or [`appended_epochs`]) and
+/// given to any number of [`commit_changes`]. Epochs without changes are not sent.
+pub type EpochChanges<'s, D> = StreamVec<'s, Epoch, (Epoch, Rc<Vec<(D, isize)>>)>;
+
+/// An epoch's buffered changes; consolidated whenever they double (when asked), so that
+/// churn within a long epoch (+row, -row, ...) does not pile up.
+struct EpochBuffer<D> {
+    cap: Capability<Epoch>,
+    updates: Vec<(D, isize)>,
+    consolidated: usize,
+}
+
+/// Buffers `collection` per epoch on each worker (moved there by `pact`) and sends each epoch's
+/// changes on once the frontier has passed it, `consolidate`d when asked.
+fn collect_epochs<'s, D, P>(
+    collection: VecCollection<'s, Epoch, D>,
+    pact: P,
+    name: &str,
+    consolidate: bool,
+    ctx: &WorkerContext,
+) -> EpochChanges<'s, D>
+where
+    D: timely::ExchangeData + Hashable<Output: Into<u64>> + Ord + Clone,
+    P: timely::dataflow::channels::pact::ParallelizationContract<Epoch, Vec<(D, Epoch, isize)>>,
+{
+    let ctx = ctx.clone();
+    // The sinks are where this worker's data arrives last: an epoch is in flight (and
+    // arrangements defer their idle merging) until it gets here.
+    crate::merging::track_arrivals(collection.inner).unary_frontier(
+        pact,
+        name,
+        move |_cap, _info| {
+            let mut pending: BTreeMap<Epoch, EpochBuffer<D>> = BTreeMap::new();
+            // In a multi-process cluster, capabilities of epochs this worker failed to
+            // stage are never released: with them dropped, the epoch would look complete
+            // to the committer on another process (before this one stops) and commit
+            // without this worker's changes. In one process every worker stops at once.
+            let mut failed_epochs: Vec<Capability<Epoch>> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        let mut rows = batch.drain(..).peekable();
+                        while let Some((row, time, diff)) = rows.next() {
+                            let buffer = pending.entry(time).or_insert_with(|| EpochBuffer {
+                                cap: cap.delayed(&time, 0),
+                                updates: Vec::new(),
+                                consolidated: 0,
+                            });
+                            buffer.updates.push((row, diff));
+                            // Records of a batch mostly share one time: append them in one go.
+                            while let Some((row, _, diff)) = rows.next_if(|(_, t, _)| *t == time) {
+                                buffer.updates.push((row, diff));
+                            }
+                            if consolidate
+                                && buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16)
+                            {
+                                consolidate_unstable(&mut buffer.updates);
+                                buffer.consolidated = buffer.updates.len();
+                            }
+                        }
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    let epoch = *entry.key();
+                    if frontier.less_equal(&epoch) {
+                        break;
+                    }
+                    let EpochBuffer {
+                        cap, mut updates, ..
+                    } = entry.remove();
+                    if ctx.failed() {
+                        if ctx.is_multi_process() {
+                            failed_epochs.push(cap);
+                        }
+                        continue;
+                    }
+                    if consolidate {
+                        consolidate_unstable(&mut updates);
+                    }
+                    if !updates.is_empty() {
+                        output.session(&cap).give((epoch, Rc::new(updates)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Each complete epoch's net changes on this worker, for [`commit_changes`]: every row is
+/// routed by its hash, so that all changes of a row meet on one worker (a collection
+/// assembled by `concat`, e.g. a left join, may hold a row's +1 and -1 on different workers),
+/// and consolidated there, once for all the sinks that take the result.
+pub fn consolidate_epochs<'s, D>(
+    collection: VecCollection<'s, Epoch, D>,
+    name: &str,
+    ctx: &WorkerContext,
+) -> EpochChanges<'s, D>
+where
+    D: timely::ExchangeData + Hashable<Output: Into<u64>> + Ord + Clone,
+{
+    collect_epochs(
+        collection,
+        Exchange::new(|(row, _, _): &(D, Epoch, isize)| row.hashed().into()),
+        &format!("Consolidate {name}"),
+        true,
+        ctx,
+    )
+}
+
+/// Each complete epoch's rows of an insert-only collection (every diff positive: bronze
+/// records, a quarantine) for [`commit_changes`] into append-only tables: the rows stay on
+/// the worker that made them, as they came, neither moved nor consolidated (a row twice is
+/// a row written twice, as its consolidated diff of 2 would be). A retraction reaches the
+/// writer unconsolidated, and an append-only writer refuses it.
+pub fn appended_epochs<'s, D>(
+    collection: VecCollection<'s, Epoch, D>,
+    name: &str,
+    ctx: &WorkerContext,
+) -> EpochChanges<'s, D>
+where
+    D: timely::ExchangeData + Hashable<Output: Into<u64>> + Ord + Clone,
+{
+    collect_epochs(collection, Pipeline, &format!("Collect {name}"), false, ctx)
+}
+
 /// Attaches `sink` to `collection`: stages each epoch's consolidated changes on every worker and
-/// commits them once per epoch on worker 0, together with the source `positions`.
+/// commits them once per epoch on worker 0, together with the source `positions`
+/// ([`consolidate_epochs`], then [`commit_changes`]).
 ///
 /// `probe` passes an epoch once it is committed (or skipped as already committed); give the
 /// same probe to the sources for backpressure. Errors while building the writer or committer
@@ -227,6 +356,31 @@ where
     D: timely::ExchangeData + Hashable<Output: Into<u64>> + Ord + Clone,
     S: Sink<D>,
 {
+    let changes = consolidate_epochs(collection, &sink.name(), ctx);
+    commit_changes(&changes, positions, sink, plan, ctx, probe)
+}
+
+/// Attaches `sink` to `changes` (from [`consolidate_epochs`] or [`appended_epochs`], which
+/// any number of sinks may share): its writer on every worker stages each epoch's changes,
+/// and its committer on worker 0 commits them once per epoch, together with the source
+/// `positions`, when both have passed the epoch. Epochs at or below the sink's checkpoint
+/// are skipped.
+///
+/// `probe` passes an epoch once it is committed (or skipped as already committed); give the
+/// same probe to the sources for backpressure. Errors while building the writer or committer
+/// are returned; errors while running are reported through `ctx` and stop the run.
+pub fn commit_changes<'s, D, S>(
+    changes: &EpochChanges<'s, D>,
+    positions: StreamVec<'s, Epoch, PositionUpdate>,
+    sink: &S,
+    plan: &ResumePlan,
+    ctx: &WorkerContext,
+    probe: &ProbeHandle<Epoch>,
+) -> Result<(), SinkError>
+where
+    D: 'static,
+    S: Sink<D>,
+{
     let name = sink.name();
     let committed: Option<Epoch> = sink.checkpoint()?.map(|c| c.epoch);
     let mut writer = sink.writer(ctx.index)?;
@@ -236,81 +390,33 @@ where
         None
     };
 
-    // Stage: per worker, buffer updates by epoch until the frontier passes it.
+    // Stage: per worker, each complete epoch as it comes.
     let stage_ctx = ctx.clone();
     let staged_rows = crate::metrics::engine_metrics()
         .sink_rows
         .get_or_create(&crate::metrics::SinkLabels { sink: name.clone() })
         .clone();
     let stage_name = name.clone();
-    // The sink is where this worker's data arrives last: an epoch is in flight (and
-    // arrangements defer their idle merging) until it gets here.
     let staged: StreamVec<'s, Epoch, (Epoch, S::Staged)> =
-        crate::merging::track_arrivals(collection.inner)
-            // Route each row by its hash, so that all changes of a row meet on one worker and
-            // staging consolidates them globally (a collection assembled by `concat`, e.g. a
-            // left join, may hold a row's +1 and -1 on different workers).
-            .unary_frontier(
-                Exchange::new(|(row, _, _): &(D, Epoch, isize)| row.hashed().into()),
-                &format!("Stage {name}"),
-                move |_cap, _info| {
-                    /// An epoch's buffered changes; consolidated whenever they double, so that
-                    /// churn within a long epoch (+row, -row, ...) does not pile up.
-                    struct Buffer<D> {
-                        cap: Capability<Epoch>,
-                        updates: Vec<(D, isize)>,
-                        consolidated: usize,
-                    }
-                    let mut pending: BTreeMap<Epoch, Buffer<D>> = BTreeMap::new();
-                    // In a multi-process cluster, capabilities of epochs this worker failed to
-                    // stage are never released: with them dropped, the epoch would look complete
-                    // to the committer on another process (before this one stops) and commit
-                    // without this worker's changes. In one process every worker stops at once.
-                    let mut failed_epochs: Vec<Capability<Epoch>> = Vec::new();
-                    move |(input, frontier), output| {
-                        input.for_each_stamp(|cap, data| {
-                            for batch in data {
-                                let mut rows = batch.drain(..).peekable();
-                                while let Some((row, time, diff)) = rows.next() {
-                                    let buffer = pending.entry(time).or_insert_with(|| Buffer {
-                                        cap: cap.delayed(&time, 0),
-                                        updates: Vec::new(),
-                                        consolidated: 0,
-                                    });
-                                    buffer.updates.push((row, diff));
-                                    // Records of a batch mostly share one time: append them in one go.
-                                    while let Some((row, _, diff)) =
-                                        rows.next_if(|(_, t, _)| *t == time)
-                                    {
-                                        buffer.updates.push((row, diff));
-                                    }
-                                    if buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16)
-                                    {
-                                        consolidate_unstable(&mut buffer.updates);
-                                        buffer.consolidated = buffer.updates.len();
-                                    }
-                                }
-                            }
-                        });
-                        while let Some(entry) = pending.first_entry() {
-                            let epoch = *entry.key();
-                            if frontier.less_equal(&epoch) {
-                                break;
-                            }
-                            let Buffer {
-                                cap, mut updates, ..
-                            } = entry.remove();
+        changes
+            .clone()
+            .unary(Pipeline, &format!("Stage {name}"), move |_cap, _info| {
+                // As in `collect_epochs`: in a multi-process cluster an epoch this worker
+                // failed to stage must never look complete.
+                let mut failed_epochs: Vec<Capability<Epoch>> = Vec::new();
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        for (epoch, updates) in data.flat_map(|batch| batch.drain(..)) {
                             if committed.is_some_and(|c| epoch <= c) {
                                 continue;
                             }
-                            if stage_ctx.failed() {
+                            let keep = |failed: &mut Vec<Capability<Epoch>>| {
                                 if stage_ctx.is_multi_process() {
-                                    failed_epochs.push(cap);
+                                    failed.push(cap.delayed(&epoch, 0));
                                 }
-                                continue;
-                            }
-                            consolidate_unstable(&mut updates);
-                            if updates.is_empty() {
+                            };
+                            if stage_ctx.failed() {
+                                keep(&mut failed_epochs);
                                 continue;
                             }
                             staged_rows.inc_by(updates.len() as u64);
@@ -318,12 +424,10 @@ where
                                 stage_ctx.fail(format!(
                                     "sink {stage_name}: staging epoch {epoch}: failpoint"
                                 ));
-                                if stage_ctx.is_multi_process() {
-                                    failed_epochs.push(cap);
-                                }
+                                keep(&mut failed_epochs);
                                 continue;
                             }
-                            match writer.stage(epoch, updates) {
+                            match writer.stage(epoch, &updates) {
                                 Ok(Some(piece)) => {
                                     crate::failpoint::hit("after_stage", &stage_name);
                                     output.session(&cap).give((epoch, piece))
@@ -333,15 +437,13 @@ where
                                     stage_ctx.fail(format!(
                                         "sink {stage_name}: staging epoch {epoch}: {e}"
                                     ));
-                                    if stage_ctx.is_multi_process() {
-                                        failed_epochs.push(cap);
-                                    }
+                                    keep(&mut failed_epochs);
                                 }
                             }
                         }
-                    }
-                },
-            );
+                    });
+                }
+            });
 
     // Commit: on worker 0, once both the staged pieces and the positions have passed an epoch.
     let commit_ctx = ctx.clone();

@@ -8,7 +8,10 @@
 
 use alluvium_connectors::warehouse::PgSink;
 use alluvium_engine::sinks::file::FileSink;
-use alluvium_engine::{commit_sink, Checkpoint, Epoch, ResumePlan, Sink, SinkError, WorkerContext};
+use alluvium_engine::{
+    appended_epochs, commit_changes, consolidate_epochs, Checkpoint, Epoch, ResumePlan, Sink,
+    SinkError, WorkerContext,
+};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::StreamVec;
 
@@ -61,18 +64,17 @@ impl PipelineSinks {
         // No sink commits an epoch the data-quality gate has not passed (bronze included,
         // though none of its rows depend on the checks).
         let positions = alluvium_engine::barrier::after(positions, outputs.dq.inner.clone());
+        // The silver/gold/dq changes are routed and consolidated once, for every sink that
+        // takes them (each writer maps only its own tables' rows).
+        let tables = (self.lake.is_some() || self.warehouse.is_some() || self.table.is_some())
+            .then(|| consolidate_epochs(outputs.tables, "tables", ctx));
         if let Some(l) = &self.lake {
-            commit_sink(
-                outputs.tables.clone(),
-                positions.clone(),
-                &l.tables,
-                plan,
-                ctx,
-                probe,
-            )
-            .map_err(err)?;
-            commit_sink(
-                outputs.quarantine.clone(),
+            if let Some(t) = &tables {
+                commit_changes(t, positions.clone(), &l.tables, plan, ctx, probe).map_err(err)?;
+            }
+            // Append-only: written where they are, as they come.
+            commit_changes(
+                &appended_epochs(outputs.quarantine, "quarantine", ctx),
                 positions.clone(),
                 &l.quarantine,
                 plan,
@@ -80,8 +82,8 @@ impl PipelineSinks {
                 probe,
             )
             .map_err(err)?;
-            commit_sink(
-                outputs.bronze.clone(),
+            commit_changes(
+                &appended_epochs(outputs.bronze, "bronze", ctx),
                 positions.clone(),
                 &l.bronze,
                 plan,
@@ -90,22 +92,11 @@ impl PipelineSinks {
             )
             .map_err(err)?;
         }
-        if let Some(w) = &self.warehouse {
-            commit_sink(
-                outputs
-                    .tables
-                    .clone()
-                    .filter(crate::warehouse::is_warehouse_row),
-                positions.clone(),
-                w,
-                plan,
-                ctx,
-                probe,
-            )
-            .map_err(err)?;
+        if let (Some(w), Some(t)) = (&self.warehouse, &tables) {
+            commit_changes(t, positions.clone(), w, plan, ctx, probe).map_err(err)?;
         }
-        if let Some(t) = &self.table {
-            commit_sink(outputs.tables, positions, t, plan, ctx, probe).map_err(err)?;
+        if let (Some(f), Some(t)) = (&self.table, &tables) {
+            commit_changes(t, positions, f, plan, ctx, probe).map_err(err)?;
         }
         Ok(())
     }

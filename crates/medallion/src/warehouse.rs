@@ -248,20 +248,6 @@ pub fn gold_row(row: &TableRow) -> Option<(usize, Vec<PgValue>)> {
     })
 }
 
-/// Whether [`gold_row`] maps `row` (a gold row or `dq.results`): the warehouse sink is given
-/// only these, so that it does not route and consolidate the silver changes it would drop.
-pub fn is_warehouse_row(row: &TableRow) -> bool {
-    matches!(
-        row,
-        TableRow::DimCustomer(_)
-            | TableRow::DimProduct(_)
-            | TableRow::Fact(_)
-            | TableRow::DailySales(_)
-            | TableRow::CustomerLtv(_)
-            | TableRow::Dq(_)
-    )
-}
-
 /// The warehouse sink of the medallion pipeline.
 pub fn warehouse_sink(url: &str, pipeline: &str) -> PgSink<TableRow> {
     PgSink::new(url, pipeline, warehouse_tables(), gold_row)

@@ -319,7 +319,7 @@ mod tests {
                 *n = (*n as isize + d) as usize;
             }
             model.retain(|_, n| *n > 0);
-            let staged: Vec<_> = writer.stage(epoch, updates).unwrap().into_iter().collect();
+            let staged: Vec<_> = writer.stage(epoch, &updates).unwrap().into_iter().collect();
             waiting.push((epoch, staged, Positions::new()));
             // Now and then let epochs wait and commit them as a group (a committer that
             // fell behind); a group committed twice (a retry) changes nothing.

@@ -272,13 +272,13 @@ impl<D: 'static> SinkWriter<D> for IcebergWriter<D> {
     fn stage(
         &mut self,
         epoch: Epoch,
-        updates: Vec<(D, isize)>,
+        updates: &[(D, isize)],
     ) -> Result<Option<Self::Staged>, SinkError> {
         let mut per_table: Vec<Vec<(Row, isize)>> = vec![Vec::new(); self.tables.len()];
         for (d, diff) in updates {
-            if let Some((t, row)) = (self.mapper)(&d) {
+            if let Some((t, row)) = (self.mapper)(d) {
                 if let Some(rows) = per_table.get_mut(t) {
-                    rows.push((row, diff));
+                    rows.push((row, *diff));
                 }
             }
         }

@@ -159,15 +159,15 @@ pub struct FileWriter<D> {
     _rows: PhantomData<fn() -> D>,
 }
 
-impl<D: Send + Serialize + DeserializeOwned + 'static> SinkWriter<D> for FileWriter<D> {
+impl<D: Clone + Send + Serialize + DeserializeOwned + 'static> SinkWriter<D> for FileWriter<D> {
     type Staged = Vec<(D, isize)>;
 
     fn stage(
         &mut self,
         _epoch: Epoch,
-        updates: Vec<(D, isize)>,
+        updates: &[(D, isize)],
     ) -> Result<Option<Self::Staged>, SinkError> {
-        Ok(Some(updates))
+        Ok(Some(updates.to_vec()))
     }
 }
 

@@ -50,7 +50,7 @@ impl<D: 'static> Sink<D> for NullSink {
 
 impl<D: 'static> SinkWriter<D> for NullSink {
     type Staged = u64;
-    fn stage(&mut self, _epoch: Epoch, updates: Vec<(D, isize)>) -> Result<Option<u64>, SinkError> {
+    fn stage(&mut self, _epoch: Epoch, updates: &[(D, isize)]) -> Result<Option<u64>, SinkError> {
         self.changes
             .fetch_add(updates.len() as u64, Ordering::Relaxed);
         Ok(Some(updates.len() as u64))
