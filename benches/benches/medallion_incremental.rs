@@ -48,7 +48,20 @@ fn status_mib(field: &str) -> f64 {
 }
 
 /// Lets the worker step (or park) for `duration` with no new input, as between epochs.
-fn idle_for(worker: &mut timely::worker::Worker, duration: std::time::Duration) {
+/// Idles the worker for `duration`, first closing an empty epoch (advancing `input` past
+/// `time`), as `alluvium run`'s source does when an arrangement waits to merge in idle time:
+/// its frontier change schedules the arrangements (`alluvium_engine::merging`). Every worker
+/// does it, so their epochs stay in step.
+fn idle_for(
+    worker: &mut timely::worker::Worker,
+    input: &mut differential_dataflow::input::InputSession<u64, KafkaRecord, isize>,
+    time: &mut u64,
+    duration: std::time::Duration,
+) {
+    let _ = alluvium_engine::merging::take_idle_merge_request();
+    *time += 1;
+    input.advance_to(*time);
+    input.flush();
     let start = Instant::now();
     while let Some(left) = duration.checked_sub(start.elapsed()) {
         worker.step_or_park(Some(left));
@@ -163,21 +176,27 @@ fn main() {
         }
         worker.step_or_park_while(None, || probe.less_than(&epoch));
         let load = t.elapsed();
-        idle_for(worker, std::time::Duration::from_millis(settle_ms));
+        idle_for(
+            worker,
+            &mut input,
+            &mut epoch,
+            std::time::Duration::from_millis(settle_ms),
+        );
         let rss_after_load = current_rss_mib();
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
         let mut paced = Instant::now();
         for e in 0..epochs {
             let start = split + e * EPOCH;
             if let Some(wait) = interval.checked_sub(paced.elapsed()) {
-                idle_for(worker, wait);
+                idle_for(worker, &mut input, &mut epoch, wait);
             }
             paced = Instant::now();
             let t = Instant::now();
             for r in records[start..start + EPOCH].iter().skip(index).step_by(peers) {
                 input.insert(r.clone());
             }
-            let next = epoch + e as u64 + 1;
+            epoch += 1;
+            let next = epoch;
             input.advance_to(next);
             input.flush();
             alluvium_engine::merging::inputs_sealed_to(next);

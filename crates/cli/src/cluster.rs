@@ -25,6 +25,11 @@ pub struct ClusterArgs {
     /// First port of the localhost cluster when no hostfile is given.
     #[arg(long, default_value_t = 2101)]
     pub base_port: u16,
+    /// Merge effort (updates per scheduling) the arrangements spend while the worker is idle
+    /// and a merge is in progress; 0 turns idle merging off (merges then progress only as
+    /// new data arrives). See docs/operations.md.
+    #[arg(long, default_value_t = alluvium_engine::merging::DEFAULT_IDLE_MERGE_EFFORT)]
+    pub idle_merge_effort: usize,
 }
 
 impl ClusterArgs {
@@ -38,6 +43,8 @@ impl ClusterArgs {
             }
             None => ClusterConfig::single(self.workers),
         };
+        let mut c = c;
+        c.idle_merge_effort = Some(self.idle_merge_effort).filter(|&e| e > 0);
         c.validate()?;
         Ok(c)
     }

@@ -18,16 +18,29 @@
 //! effort on every step of its worker — including the many steps an epoch takes to flow
 //! through the graph, where that work delays the epoch (perf: half the samples of the slowest
 //! small epochs). So each worker thread tracks whether an epoch is in flight: sources report
-//! how far they have sealed their input ([`inputs_sealed_to`]), and [`track_arrivals`] marks
-//! where the data arrives last (the engine's sinks use it). While a sealed epoch has not
-//! arrived everywhere, an arrangement spends no idle effort: it reschedules itself with zero
-//! effort, so that it takes up its merge at its first scheduling after the epoch has arrived.
-//! (Stop 14 woke the arrangements instead, by activating every operator built before the
-//! tracker; activating an operator timely had already shut down, while progress was still
-//! reported at it, panics inside timely — the `alluvium demo` hit it in about a third of its
-//! runs. Rescheduling with zero effort measured the same latencies; its cost is that a worker
-//! with a merge in progress polls instead of parking while it waits for an epoch's data from
-//! its peers.)
+//! how far they have sealed an epoch that carried records ([`inputs_sealed_to`]), and
+//! [`track_arrivals`] marks where the data arrives last (the engine's sinks use it). While a
+//! sealed epoch has not arrived everywhere, an arrangement spends no idle effort. For the
+//! first [`POLL_WHILE_IN_FLIGHT`] of such a stretch it still reschedules itself (with zero
+//! effort), which keeps its worker polling rather than parking between the exchanges of a
+//! small epoch, and takes up its merge at its first scheduling after the epoch has arrived.
+//! After that it stops rescheduling and notes that it deferred a merge. When the epoch has
+//! arrived, the tracker wakes the worker's sources ([`register_source`]); a source whose open
+//! epoch has no records yet closes it at once ([`take_idle_merge_request`]), and that
+//! frontier change schedules every arrangement, which now, with nothing in flight, merges
+//! with the idle effort and reschedules itself until its merges are done. While epochs follow
+//! each other (a backlog), the next epoch's data and frontier changes schedule the
+//! arrangements anyway, and their merges progress as differential pays for them, by the size
+//! of each new batch.
+//!
+//! (Stop 14 woke the arrangements by activating every operator built before the tracker;
+//! activating an operator timely had already shut down, while progress was still reported at
+//! it, panics inside timely — the `alluvium demo` hit it in about a third of its runs. A
+//! source has no inputs, so waking one that has finished is harmless. Stops 15–17 had the
+//! arrangements reschedule themselves with zero effort for as long as an epoch was in flight:
+//! while catching up on a backlog, where epochs are always in flight, that polling was a
+//! quarter of the workers' time, taken from the broker and the database on a shared machine.
+//! Not polling at all made small epochs slower: a parked worker wakes late.)
 //!
 //! Measured on 2.35 M messages of history, 500 epochs of 1k events (2 workers): p50 / p99 /
 //! max 21.8 / 62.4 / 88.9 ms when exerting always, 19.5 / 41.8 / 54.9 ms when not during
@@ -38,11 +51,13 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use differential_dataflow::trace::ExertionLogic;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
+use timely::scheduling::Activator;
 use timely::WorkerConfig;
 
 use crate::Epoch;
@@ -54,6 +69,14 @@ use crate::Epoch;
 /// idle time.
 pub const DEFAULT_IDLE_MERGE_EFFORT: usize = 2_000;
 
+/// How long after epochs start to be in flight an arrangement with a merge in progress still
+/// reschedules itself (with zero effort). The polling keeps its worker from parking between
+/// the exchanges of a small epoch — each wake-up of a parked thread costs latency, and small
+/// epochs were slower without it (p50 26–49 ms vs. 23–29 ms, 1k-event epochs on 2.35 M
+/// messages of history) — while a backlog, where epochs are in flight for good, no longer
+/// polls: there the polling was a quarter of the workers' time.
+pub const POLL_WHILE_IN_FLIGHT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What this worker thread knows about epochs in flight.
 #[derive(Default)]
 struct WorkerEpochs {
@@ -61,6 +84,12 @@ struct WorkerEpochs {
     sealed: Option<Epoch>,
     /// The frontiers seen by the arrival trackers of this worker (`None`: complete).
     arrivals: Vec<Rc<Cell<Option<Epoch>>>>,
+    /// The sources of this worker, woken when deferred merges may resume.
+    sources: Vec<Activator>,
+    /// An arrangement deferred its merge in progress while an epoch was in flight.
+    deferred: bool,
+    /// When the current stretch of epochs in flight began.
+    in_flight_since: Option<Instant>,
 }
 
 thread_local! {
@@ -68,12 +97,38 @@ thread_local! {
 }
 
 /// A source on this worker thread has sealed its input up to `epoch` (no more data for
-/// earlier epochs will come from it).
+/// earlier epochs will come from it) after an epoch that carried records: that epoch is in
+/// flight until it has arrived at every tracker. (Epochs without records are not reported:
+/// they only move frontiers, which is what wakes the arrangements for idle merging.)
 pub fn inputs_sealed_to(epoch: Epoch) {
     WORKER_EPOCHS.with(|w| {
         let mut w = w.borrow_mut();
+        if !w.in_flight() {
+            w.in_flight_since = Some(Instant::now());
+        }
         w.sealed = Some(w.sealed.map_or(epoch, |s| s.max(epoch)));
     });
+}
+
+/// Registers a source of this worker thread, to be woken when an epoch in flight has
+/// arrived and an arrangement deferred its merge meanwhile (see [`take_idle_merge_request`]).
+pub fn register_source(activator: Activator) {
+    WORKER_EPOCHS.with(|w| w.borrow_mut().sources.push(activator));
+}
+
+/// Whether an arrangement of this worker deferred its merge while an epoch was in flight, and
+/// no epoch is in flight any more. Taking the request clears it: the source that takes it
+/// closes its epoch now if the epoch has no records yet, and the frontier change schedules
+/// every arrangement, which then merges with the idle effort (nothing is in flight).
+pub fn take_idle_merge_request() -> bool {
+    WORKER_EPOCHS.with(|w| {
+        let mut w = w.borrow_mut();
+        let take = w.deferred && !w.in_flight();
+        if take {
+            w.deferred = false;
+        }
+        take
+    })
 }
 
 /// Forgets what this worker thread was told about sources and trackers (a new run starts).
@@ -108,6 +163,15 @@ pub fn track_arrivals<'s, D: Clone + 'static>(
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| output.session(&cap).give_containers(data));
             seen.set(frontier.frontier().first().copied());
+            // The epoch has arrived everywhere and a merge waits for idle time: wake the
+            // sources (a source has no inputs, so waking one that has finished is harmless,
+            // unlike waking an operator timely has shut down).
+            WORKER_EPOCHS.with(|w| {
+                let w = w.borrow();
+                if w.deferred && !w.in_flight() {
+                    w.sources.iter().for_each(Activator::activate);
+                }
+            });
         }
     })
 }
@@ -125,14 +189,29 @@ pub fn idle_merging(config: &mut WorkerConfig, effort: Option<usize>) {
             .iter()
             .any(|&(_, batches, _)| batches > 1)
             .then_some(effort)
-            // While an epoch is in flight: no effort, but `Some` keeps the arrangement
-            // rescheduling itself, so that it resumes once the epoch has arrived.
-            .map(|effort| {
-                if WORKER_EPOCHS.with(|w| w.borrow().in_flight()) {
-                    0
-                } else {
-                    effort
-                }
+            // While an epoch is in flight: no effort, and no rescheduling (an arrangement
+            // that rescheduled itself with zero effort kept its worker polling instead of
+            // parking: a quarter of the workers' time while catching up on a backlog). The
+            // arrangement is scheduled again by its next data or frontier change; for the
+            // idle time after the epoch, its arrival wakes the sources, which close an empty
+            // epoch to make that frontier change (`take_idle_merge_request`).
+            .and_then(|effort| {
+                WORKER_EPOCHS.with(|w| {
+                    let mut w = w.borrow_mut();
+                    if !w.in_flight() {
+                        Some(effort)
+                    } else if w
+                        .in_flight_since
+                        .is_some_and(|since| since.elapsed() < POLL_WHILE_IN_FLIGHT)
+                    {
+                        // Early in an epoch's flight: no effort, but rescheduled, so that
+                        // the worker polls (see `POLL_WHILE_IN_FLIGHT`).
+                        Some(0)
+                    } else {
+                        w.deferred = true;
+                        None
+                    }
+                })
             })
     });
     config.set::<ExertionLogic>("differential/default_exert_logic".to_string(), logic);
@@ -185,11 +264,22 @@ mod tests {
             input.advance_to(1);
             inputs_sealed_to(1);
             assert!(epoch_in_flight());
-            assert_eq!(logic(&merging), Some(0));
+            assert!(!take_idle_merge_request(), "nothing deferred yet");
+            assert_eq!(
+                logic(&merging),
+                Some(0),
+                "early in flight: no effort, but polling"
+            );
+            assert!(!take_idle_merge_request(), "nothing deferred yet");
+            std::thread::sleep(POLL_WHILE_IN_FLIGHT + std::time::Duration::from_millis(10));
+            assert_eq!(logic(&merging), None, "later: no effort, no rescheduling");
+            assert!(!take_idle_merge_request(), "still in flight");
             while probe.less_than(&1) {
                 worker.step();
             }
             assert!(!epoch_in_flight());
+            assert!(take_idle_merge_request(), "a merge was deferred");
+            assert!(!take_idle_merge_request(), "taken once");
             assert_eq!(logic(&merging), Some(2_000));
             reset_worker();
         });
@@ -218,9 +308,10 @@ mod tests {
                 track_arrivals(arranged.as_collection(|k, _| *k).inner).probe_with(&probe);
                 (input, trace)
             });
+            // Batches with updates (the empty epoch below adds an empty one).
             let spans = |trace: &mut differential_dataflow::operators::arrange::TraceAgent<_>| {
                 let mut n = 0;
-                trace.map_spans(|_| n += 1);
+                trace.map_spans(|b| n += usize::from(b.inner.is_some()));
                 n
             };
             // Two batches of 2^16 updates: the second starts a merge of 2^17, which no
@@ -242,8 +333,13 @@ mod tests {
                 }
             }
             let deferred = spans(&mut trace);
-            // Idle: the arrangement, rescheduling itself with no effort while the epoch was
-            // in flight, now spends its effort.
+            // Had the arrangement deferred its merge while the epoch was in flight (rather than
+            // polled), a source would now close an empty epoch, as here, and the frontier
+            // change schedules the arrangement, which spends its idle effort.
+            if take_idle_merge_request() {
+                input.advance_to(3);
+                input.flush();
+            }
             for _ in 0..1_000 {
                 if spans(&mut trace) < deferred {
                     break;

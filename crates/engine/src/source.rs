@@ -136,6 +136,7 @@ where
     let mut pos_out = OutputBuilder::from(pos_out);
 
     let activator = scope.activator_for(info.address.clone());
+    crate::merging::register_source(activator.clone());
     let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
     let reader = make_reader(SourceContext {
         worker: ctx,
@@ -387,7 +388,12 @@ impl<R: PartitionReader> Driver<R> {
                 break;
             }
         }
-        if !self.replaying() && self.clock.should_close() {
+        // An empty epoch also closes as soon as an arrangement waits to merge in idle time:
+        // its frontier change is what schedules the arrangements (see `crate::merging`).
+        if !self.replaying()
+            && (self.clock.should_close()
+                || (self.clock.records() == 0 && crate::merging::take_idle_merge_request()))
+        {
             self.close_epoch(pos);
         }
         let idle_for = self.last_record.elapsed();
@@ -498,12 +504,15 @@ impl<R: PartitionReader> Driver<R> {
             }
         }
         drop(session);
+        let carried_records = self.clock.records() > 0;
         let closed = self.clock.advance();
         self.closed.push_back(closed);
         let now = self.clock.current();
         self.data_cap.downgrade(&now);
         self.pos_cap.downgrade(&now);
-        crate::merging::inputs_sealed_to(now);
+        if carried_records {
+            crate::merging::inputs_sealed_to(now);
+        }
     }
 }
 
