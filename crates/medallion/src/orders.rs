@@ -1,8 +1,12 @@
 //! Order events: the validation rules of spec §3.1, in their order.
 
+use std::fmt;
+
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserializer as _;
 use serde_json::value::RawValue;
 
-use crate::json::{elements, fields, Json};
+use crate::json::{position, ArraySeed, Json, Key, Nested, ObjectSeed};
 
 use crate::codes::{is_country, Currencies, STATUSES};
 use crate::money::Money;
@@ -103,6 +107,64 @@ const FIELDS: [&str; 10] = [
 ];
 /// The fields that must be present (spec §3.1 rule 2), as indexes into [`FIELDS`].
 const REQUIRED: std::ops::Range<usize> = 0..9;
+/// `items` and `shipping` in [`FIELDS`]: read where they stand, not kept as text.
+const ITEMS: usize = 7;
+const SHIPPING: usize = 8;
+/// The fields of an item that validation reads.
+const ITEM_FIELDS: [&str; 3] = ["product_id", "quantity", "unit_price"];
+/// The fields of `shipping` that validation reads.
+const SHIPPING_FIELDS: [&str; 2] = ["country", "city"];
+
+/// An order event's fields, read in one pass over its text: the raw text of the plain
+/// fields (`items` and `shipping` slots stay `None`), and the wanted fields of each item and
+/// of `shipping`.
+#[derive(Default)]
+struct EventFields<'a> {
+    raw: [Option<&'a RawValue>; 10],
+    items: Nested<Vec<[Option<&'a RawValue>; 3]>>,
+    shipping: Nested<[Option<&'a RawValue>; 2]>,
+}
+
+impl<'de> Visitor<'de> for &mut EventFields<'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        // A name given twice keeps its last value, as `serde_json::Value` does.
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match position(&FIELDS, &key) {
+                Some(ITEMS) => {
+                    self.items = map.next_value_seed(ArraySeed {
+                        names: &ITEM_FIELDS,
+                    })?
+                }
+                Some(SHIPPING) => {
+                    self.shipping = map.next_value_seed(ObjectSeed {
+                        names: &SHIPPING_FIELDS,
+                    })?
+                }
+                Some(i) => self.raw[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a> EventFields<'a> {
+    /// Reads the JSON object `text` (the whole text). Fails when it is not JSON or not an
+    /// object.
+    fn read(text: &'a str) -> Result<Self, serde_json::Error> {
+        let mut fields = EventFields::default();
+        let mut de = serde_json::Deserializer::from_str(text);
+        (&mut de).deserialize_map(&mut fields)?;
+        de.end()?;
+        Ok(fields)
+    }
+}
 
 /// Validates one order event payload against spec §3.1, rule by rule in the spec's order,
 /// and normalises it. The first failing rule decides the rejection.
@@ -117,23 +179,32 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         };
         reject("json_parse", detail, None)
     })?;
-    let mut raw: [Option<&RawValue>; 10] = [None; 10];
-    if fields(text, &FIELDS, &mut raw).is_err() {
+    let Ok(EventFields {
+        raw,
+        items,
+        shipping,
+    }) = EventFields::read(text)
+    else {
         // Not JSON, or not an object: say which, in serde_json's words (rare: no hurry).
         return Err(match serde_json::from_str::<serde_json::Value>(text) {
             Err(e) => reject("json_parse", format!("not JSON: {e}"), None),
             Ok(_) => reject("json_parse", "not a JSON object", None),
         });
-    }
+    };
     let f: [Option<Json>; 10] = raw.map(|r| r.map(Json::of));
-    let [event_id_f, order_id_f, customer_id_f, status_f, event_ts_f, order_ts_f, currency_f, items_f, shipping_f, _] =
+    let [event_id_f, order_id_f, customer_id_f, status_f, event_ts_f, order_ts_f, currency_f, _, _, _] =
         &f;
     // Rejections name the order; borrowed, since valid events (most) never need it.
     let key = order_id_f.as_ref().and_then(Json::as_str);
 
     // 2. missing_field
     for i in REQUIRED {
-        if missing(&f[i]) {
+        let is_missing = match i {
+            ITEMS => items.is_missing(),
+            SHIPPING => shipping.is_missing(),
+            _ => missing(&f[i]),
+        };
+        if is_missing {
             return Err(reject(
                 "missing_field",
                 format!("`{}` is missing", FIELDS[i]),
@@ -141,13 +212,12 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
             ));
         }
     }
-    let mut shipping: [Option<&RawValue>; 2] = [None; 2];
-    let shipping_is_object = match shipping_f {
-        Some(Json::Object(t)) => fields(t, &["country", "city"], &mut shipping).is_ok(),
-        _ => false,
+    let shipping = match shipping {
+        Nested::Read(fields) => Some(fields),
+        _ => None,
     };
-    let country_f = shipping[0].map(Json::of);
-    if !shipping_is_object || missing(&country_f) {
+    let country_f = shipping.and_then(|s| s[0]).map(Json::of);
+    if shipping.is_none() || missing(&country_f) {
         return Err(reject(
             "missing_field",
             "`shipping.country` is missing",
@@ -224,8 +294,8 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         })?;
 
     // 8. invalid_items
-    let items = match items_f {
-        Some(Json::Array(t)) => elements(t).ok(),
+    let items = match items {
+        Nested::Read(items) => Some(items),
         _ => None,
     }
     .filter(|a| !a.is_empty() && a.len() <= 500)
@@ -237,15 +307,10 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         )
     })?;
     // Each item's product_id, quantity and unit_price (all `None` for a non-object item).
-    let mut item_fields: Vec<[Option<Json>; 3]> = Vec::with_capacity(items.len());
-    for item in &items {
-        let mut raw: [Option<&RawValue>; 3] = [None; 3];
-        if let Json::Object(t) = Json::of(item) {
-            // Valid JSON already: this cannot fail.
-            let _ = fields(t, &["product_id", "quantity", "unit_price"], &mut raw);
-        }
-        item_fields.push(raw.map(|r| r.map(Json::of)));
-    }
+    let item_fields: Vec<[Option<Json>; 3]> = items
+        .iter()
+        .map(|raw| raw.map(|r| r.map(Json::of)))
+        .collect();
     // Rules 8–10 each look at every item before the next rule looks at any, so that the
     // first failing rule (not the first failing item) names the rejection.
     fn product<'a>(fields: &'a [Option<Json<'_>>; 3]) -> Option<&'a str> {
@@ -304,7 +369,7 @@ pub fn validate(payload: &[u8], currencies: &Currencies) -> Result<OrderEvent, R
         order_ts,
         currency,
         shipping_country,
-        shipping_city: free_text(shipping[1]),
+        shipping_city: free_text(shipping.and_then(|s| s[1])),
         payment_method: free_text(raw[9]).map(|p| lower(p.trim())),
         items: parsed,
     })
@@ -715,6 +780,22 @@ mod tests {
             ("payment_method", "[\"x\", {\"y\": null}]"),
             ("payment_method", "true"),
             ("items", "[1]"),
+            ("items", "5"),
+            ("items", "1e400"),
+            ("items", "null"),
+            ("items", "\" \""),
+            ("items", "\"x\""),
+            ("items", "true"),
+            ("items", "{\"product_id\": \"P\"}"),
+            ("items", "[5, -1e400, [1, {}], {}, \"s\", null]"),
+            ("items", "[{\"product_id\": \"P\", \"quantity\": 1e400, \"unit_price\": 1}]"),
+            ("items", "[{\"product_id\": \"P\", \"quantity\": 1, \"unit_price\": 1}, {}]"),
+            ("shipping", "1e400"),
+            ("shipping", "{}"),
+            ("shipping", "\"  \""),
+            ("shipping", "[{\"country\": \"DE\"}]"),
+            ("shipping", "{\"country\": \"DE\", \"country\": null}"),
+            ("shipping", "{\"city\": \"X\", \"country\": \"FR\"}"),
             ("items", "[{\"product_id\": \" \"}]"),
             ("items", "[{\"product_id\": \"P\", \"quantity\": 2, \"unit_price\": \"1.5\", \"quantity\": 3}]"),
             ("items", "[{\"product_id\": \"P\\\"\", \"quantity\": 1, \"unit_price\": 10}]"),
@@ -730,6 +811,20 @@ mod tests {
             payloads.push(with(field, value).into_bytes());
         }
         payloads.push(br#"{"order_id": "O", "order_id": "P"}"#.to_vec());
+        // A field given twice: the last one counts, whatever the first one was.
+        payloads.push(
+            with("items", "5")
+                .replacen(
+                    '{',
+                    r#"{"items": [{"product_id": "P", "quantity": 1, "unit_price": 1}], "#,
+                    1,
+                )
+                .into_bytes(),
+        );
+        payloads.push(
+            GOOD.replacen('{', r#"{"items": null, "shipping": 3, "#, 1)
+                .into_bytes(),
+        );
         payloads.push(b"{\"event_id\": \"e\"} x".to_vec());
         payloads.push(b"\xff{}".to_vec());
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
