@@ -115,6 +115,8 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
     let tag = format!("e2e{}x{}", rate, nanos % 1_000_000_000);
     let prefix = format!("{tag}-");
     let topics = Topics::with_prefix(&prefix);
+    // The topics stay on the broker: `alluvium run --topic-prefix` can read them again.
+    println!("topic prefix: {prefix}");
     let kafka = KafkaConfig::new(brokers.to_string());
     for t in topics.all() {
         ensure_topic(&kafka, &t, 4).expect("creating topics");

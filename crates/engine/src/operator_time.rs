@@ -9,6 +9,11 @@
 //! Time is *exclusive*: a region's (subgraph's) own time excludes the operators scheduled
 //! inside it, so the column adds up to the worker's busy time.
 //!
+//! Memory is the other question, and differential's own log answers part of it: every batch
+//! an arrangement (its spine) adds, merges and drops is logged with its number of updates.
+//! The report adds, per arrangement, the most updates its batches held at once — which
+//! arrangement grows with the input, and by how much.
+//!
 //! Set `ALLUVIUM_OPERATOR_TIMES=1` to have [`crate::execute`] record and report it. The cost
 //! is two log events per scheduling, a few percent on small epochs; off by default.
 
@@ -17,6 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
@@ -44,6 +50,25 @@ pub struct OperatorTime {
     pub schedulings: u64,
     /// Time spent in it, excluding operators scheduled inside it.
     pub busy: Duration,
+    /// For an arrangement: the updates its batches hold at the end and at most.
+    pub held: Option<Held>,
+}
+
+/// The updates an arrangement's batches hold, from differential's batch, merge and drop
+/// events (they balance: see `differential_dataflow::logging::DifferentialEvent`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Updates held now.
+    pub now: i64,
+    /// The most updates held at once.
+    pub peak: i64,
+}
+
+impl Held {
+    fn add(&mut self, n: i64) {
+        self.now += n;
+        self.peak = self.peak.max(self.now);
+    }
 }
 
 /// One open scheduling: which operator, when it started, and how long the operators
@@ -59,6 +84,7 @@ struct Tally {
     names: HashMap<usize, (Vec<usize>, String)>,
     totals: HashMap<usize, (u64, Duration)>,
     open: Vec<Open>,
+    held: HashMap<usize, Held>,
 }
 
 impl Tally {
@@ -89,6 +115,22 @@ impl Tally {
             _ => {}
         }
     }
+
+    fn observe_arrangement(&mut self, event: &DifferentialEvent) {
+        let (operator, change) = match event {
+            DifferentialEvent::Batch(b) => (b.operator, b.length as i64),
+            DifferentialEvent::Merge(m) => match m.complete {
+                Some(merged) => (
+                    m.operator,
+                    merged as i64 - m.length1 as i64 - m.length2 as i64,
+                ),
+                None => return,
+            },
+            DifferentialEvent::Drop(d) => (d.operator, -(d.length as i64)),
+            _ => return,
+        };
+        self.held.entry(operator).or_default().add(change);
+    }
 }
 
 /// A worker's operator times, recorded from the moment [`OperatorTimes::record`] was called.
@@ -102,17 +144,25 @@ impl OperatorTimes {
     /// operators' names are known; `None` if the worker has no log registry.
     pub fn record(worker: &mut Worker) -> Option<OperatorTimes> {
         let tally = Rc::new(RefCell::new(Tally::default()));
+        let mut register = worker.log_register()?;
         let sink = tally.clone();
-        worker
-            .log_register()?
-            .insert::<TimelyEventBuilder, _>("timely", move |_, events| {
-                if let Some(events) = events {
-                    let mut tally = sink.borrow_mut();
-                    for (at, event) in events.iter() {
-                        tally.observe(*at, event);
-                    }
+        register.insert::<TimelyEventBuilder, _>("timely", move |_, events| {
+            if let Some(events) = events {
+                let mut tally = sink.borrow_mut();
+                for (at, event) in events.iter() {
+                    tally.observe(*at, event);
                 }
-            });
+            }
+        });
+        let sink = tally.clone();
+        register.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, events| {
+            if let Some(events) = events {
+                let mut tally = sink.borrow_mut();
+                for (_, event) in events.iter() {
+                    tally.observe_arrangement(event);
+                }
+            }
+        });
         Some(OperatorTimes { tally })
     }
 
@@ -135,6 +185,7 @@ impl OperatorTimes {
                     name,
                     schedulings,
                     busy,
+                    held: tally.held.get(&id).copied(),
                 }
             })
             .collect();
@@ -180,6 +231,18 @@ impl OperatorTimes {
                 "",
                 times.len() - REPORT_ROWS
             ));
+        }
+        // Peaks, not the updates held at the end: a worker reports after its dataflows are
+        // done, when their arrangements have dropped their batches.
+        let mut arranged: Vec<(&OperatorTime, Held)> =
+            times.iter().filter_map(|t| Some((t, t.held?))).collect();
+        arranged.sort_by(|a, b| b.1.peak.cmp(&a.1.peak).then(a.0.id.cmp(&b.0.id)));
+        let peaks: i64 = arranged.iter().map(|(_, h)| h.peak).sum();
+        out.push_str(&format!(
+            "worker {worker}: arrangements, most updates held at once (sum {peaks})\n"
+        ));
+        for (t, h) in arranged.iter().filter(|(_, h)| h.peak > 0) {
+            out.push_str(&format!("{:>11}  {} {:?}\n", h.peak, t.name, t.addr));
         }
         out
     }
@@ -234,5 +297,59 @@ mod tests {
         let total: Duration = times.iter().map(|t| t.busy).sum();
         assert!(busiest.busy * 2 > total, "{times:?}");
         assert!(times.iter().any(|t| t.name == "Inspect"));
+    }
+
+    #[test]
+    fn arrangements_report_the_updates_they_hold() {
+        use differential_dataflow::input::Input;
+        use timely::dataflow::operators::Probe;
+        let reports = timely::execute(timely::Config::thread(), |worker| {
+            let times = OperatorTimes::record(worker).expect("log registry");
+            let probe = timely::dataflow::ProbeHandle::new();
+            // The trace is kept, as a join or reduce keeps it: a trace nobody holds is not
+            // filled.
+            let (mut input, _trace) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, values) = scope.new_collection::<u64, isize>();
+                let arranged = values.arrange_by_self();
+                arranged.stream.probe_with(&probe);
+                (input, arranged.trace)
+            });
+            // 1,000 distinct values, then 400 of them retracted: the arrangement's batches
+            // hold 1,400 updates until a merge nets them (it may or may not have by the end).
+            for v in 0..1_000u64 {
+                input.insert(v);
+            }
+            input.advance_to(1);
+            input.flush();
+            while probe.less_than(&1) {
+                worker.step();
+            }
+            for v in 0..400u64 {
+                input.remove(v);
+            }
+            input.advance_to(2);
+            input.flush();
+            while probe.less_than(&2) {
+                worker.step();
+            }
+            // The arrangement holds a logger of its own: flush what it buffered.
+            if let Some(mut r) = worker.log_register() {
+                r.flush();
+            }
+            (times.snapshot(), times.report(0))
+        })
+        .expect("execute")
+        .join()
+        .into_iter()
+        .map(|r| r.expect("worker"))
+        .collect::<Vec<_>>();
+        let (times, report) = &reports[0];
+        let held: Vec<Held> = times.iter().filter_map(|t| t.held).collect();
+        assert_eq!(held.len(), 1, "{times:?}");
+        assert!(
+            held[0].peak >= 1_400 && (600..=1_400).contains(&held[0].now),
+            "{held:?}"
+        );
+        assert!(report.contains("ArrangeBySelf"), "{report}");
     }
 }

@@ -246,8 +246,11 @@ where
             }
         };
         if let Some(times) = times {
-            // Removing the logger flushes the events it still buffers.
-            worker.log_register().map(|mut r| r.remove("timely"));
+            // Flush the events the loggers still buffer (arrangements hold loggers of their
+            // own, so removing the registry's would not).
+            if let Some(mut r) = worker.log_register() {
+                r.flush();
+            }
             times.emit(ctx.index);
         }
         let failed = result.is_none();

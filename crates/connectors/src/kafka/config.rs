@@ -4,6 +4,15 @@ use rdkafka::ClientConfig;
 
 use super::error::KafkaConnectorError;
 
+/// Settings a reading consumer takes where librdkafka's defaults do not suit a pipeline;
+/// `--kafka-option` (or [`KafkaConfig::settings`]) overrides each.
+///
+/// - `queued.max.messages.kbytes`: the prefetch per partition queue (the source splits every
+///   partition off to its own queue, where this bound applies per partition). librdkafka's
+///   64 MiB per partition was 0.6 GiB of a 2.0 GiB peak while a pipeline caught up on a
+///   backlog, and 4 MiB kept the same throughput (docs/performance.md, stops 18 and 19).
+pub const CONSUMER_DEFAULTS: [(&str, &str); 1] = [("queued.max.messages.kbytes", "8192")];
+
 /// How to reach Kafka.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
@@ -54,7 +63,20 @@ impl KafkaConfig {
 
     /// A librdkafka client configuration with the brokers and extra settings.
     pub fn client_config(&self) -> ClientConfig {
+        self.config_with(&[])
+    }
+
+    /// The configuration of a consumer that reads records: [`CONSUMER_DEFAULTS`], then the
+    /// brokers and extra settings (which override the defaults).
+    pub fn consumer_config(&self) -> ClientConfig {
+        self.config_with(&CONSUMER_DEFAULTS)
+    }
+
+    fn config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         c.set("bootstrap.servers", &self.brokers);
         c.set(
             "socket.timeout.ms",
@@ -112,5 +134,17 @@ mod tests {
         );
         assert!(KafkaConfig::new("").validate().is_err());
         assert!(KafkaConfig::new("127.0.0.1:9092,b:1").validate().is_ok());
+    }
+
+    #[test]
+    fn consumers_bound_their_prefetch_unless_told_otherwise() {
+        let prefetch = |c: ClientConfig| c.get("queued.max.messages.kbytes").map(str::to_owned);
+        let mut config = KafkaConfig::new("127.0.0.1:9092");
+        assert_eq!(prefetch(config.consumer_config()).as_deref(), Some("8192"));
+        assert_eq!(prefetch(config.client_config()), None);
+        config
+            .settings
+            .push(("queued.max.messages.kbytes".into(), "65536".into()));
+        assert_eq!(prefetch(config.consumer_config()).as_deref(), Some("65536"));
     }
 }

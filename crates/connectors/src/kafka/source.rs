@@ -162,7 +162,7 @@ impl KafkaReader {
                 reason: "no topic given".into(),
             });
         }
-        let mut client = config.client_config();
+        let mut client = config.consumer_config();
         client
             .set("group.id", "alluvium-engine")
             .set("enable.auto.commit", "false")
