@@ -223,6 +223,15 @@ fn parse_into(r: KafkaRecord, config: &PipelineConfig, out: &mut Vec<Parsed>) {
     }
 }
 
+/// A customer's segment and country, as the facts carry them.
+type CustomerAttrs = (Option<Text>, Option<Text>);
+
+/// An order line before its product is joined: the order (shared with the orders'
+/// arrangements), the line number, the item, and the customer's attributes (one per order).
+/// The product join's arrangement holds every live line: as a fact of its own (ten strings
+/// and a heap block each) the lines were its largest memory (docs/performance.md, stop 19).
+type Line = (Arc<OrderEvent>, i64, Item, Arc<CustomerAttrs>);
+
 /// `(orders, revenue cents, first order_ts, last order_ts)` of a customer and currency.
 type LtvAggregate = (i64, i128, i64, i64);
 
@@ -412,51 +421,48 @@ pub fn medallion<'s>(
     let lines = left_join(
         current.map(|(_, e)| (e.customer_id, e)),
         customer_attrs,
-        |e: &Arc<OrderEvent>, attrs: Option<&(Option<Text>, Option<Text>)>| {
-            let (segment, country) = attrs.cloned().unwrap_or((None, None));
+        |e: &Arc<OrderEvent>, attrs: Option<&CustomerAttrs>| {
+            let customer = Arc::new(attrs.cloned().unwrap_or((None, None)));
             e.items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| {
-                    Arc::new(Fact {
-                        order_id: e.order_id.clone(),
-                        line_no: i as i64 + 1,
-                        customer_id: e.customer_id,
-                        product_id: item.product_id.clone(),
-                        order_ts: e.order_ts,
-                        order_date: day_of(e.order_ts),
-                        status: e.status.clone(),
-                        currency: e.currency.clone(),
-                        quantity: item.quantity,
-                        unit_price: item.unit_price,
-                        line_total: item.unit_price.times(item.quantity),
-                        shipping_country: e.shipping_country.clone(),
-                        payment_method: e.payment_method.clone(),
-                        category: None,
-                        brand: None,
-                        customer_segment: segment.clone(),
-                        customer_country: country.clone(),
-                    })
-                })
-                .collect::<Vec<Arc<Fact>>>()
+                .map(|(i, item)| (e.clone(), i as i64 + 1, item.clone(), customer.clone()))
+                .collect::<Vec<Line>>()
         },
     )
-    .flat_map(|facts| facts);
+    .flat_map(|lines| lines);
     let product_attrs = products
         .clone()
         .map(|p| (p.product_id.clone(), (p.category.clone(), p.brand.clone())));
     let facts = left_join(
-        lines.map(|f| (f.product_id.clone(), f)),
+        lines.map(|line| (line.2.product_id.clone(), line)),
         product_attrs,
-        |f: &Arc<Fact>, attrs: Option<&(Text, Option<Text>)>| {
-            let mut f = Fact::clone(f);
-            if let Some((category, brand)) = attrs {
-                f.category = Some(category.clone());
-                f.brand = brand.clone();
-            }
+        |(e, line_no, item, customer): &Line, attrs: Option<&(Text, Option<Text>)>| {
+            let (category, brand) = match attrs {
+                Some((category, brand)) => (Some(category.clone()), brand.clone()),
+                None => (None, None),
+            };
             // Shared from here on: the facts fan out to five consumers (aggregates, rules,
             // the sinks), and cloning a fact cloned ten strings (perf: 5 % in clones/drops).
-            Arc::new(f)
+            Arc::new(Fact {
+                order_id: e.order_id.clone(),
+                line_no: *line_no,
+                customer_id: e.customer_id,
+                product_id: item.product_id.clone(),
+                order_ts: e.order_ts,
+                order_date: day_of(e.order_ts),
+                status: e.status.clone(),
+                currency: e.currency.clone(),
+                quantity: item.quantity,
+                unit_price: item.unit_price,
+                line_total: item.unit_price.times(item.quantity),
+                shipping_country: e.shipping_country.clone(),
+                payment_method: e.payment_method.clone(),
+                category,
+                brand,
+                customer_segment: customer.0.clone(),
+                customer_country: customer.1.clone(),
+            })
         },
     );
 
