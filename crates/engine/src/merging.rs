@@ -131,6 +131,17 @@ pub fn take_idle_merge_request() -> bool {
     })
 }
 
+/// Notes a deferred merge and wakes the sources, as an arrangement and the tracker do: for
+/// the source's tests, which have no arrangement whose merges take 50 ms.
+#[cfg(test)]
+pub(crate) fn defer_a_merge_for_test() {
+    WORKER_EPOCHS.with(|w| {
+        let mut w = w.borrow_mut();
+        w.deferred = true;
+        w.sources.iter().for_each(Activator::activate);
+    });
+}
+
 /// Forgets what this worker thread was told about sources and trackers (a new run starts).
 pub fn reset_worker() {
     WORKER_EPOCHS.with(|w| *w.borrow_mut() = WorkerEpochs::default());

@@ -535,3 +535,119 @@ impl<D: Clone + 'static> MemoryLog<D> {
 
 /// Reads the owned partitions of a [`MemoryLog`], round-robin.
 pub type MemoryReader<D> = LogReader<Arc<Vec<D>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merging::{
+        defer_a_merge_for_test, reset_worker, take_idle_merge_request, track_arrivals,
+    };
+    use timely::dataflow::operators::Probe;
+
+    /// One partition of `records`, then idle for good (a live topic with no new messages).
+    struct LiveReader {
+        partitions: Vec<PartitionId>,
+        records: Vec<u64>,
+        next: usize,
+    }
+
+    impl PartitionReader for LiveReader {
+        type Record = u64;
+
+        fn partitions(&self) -> &[PartitionId] {
+            &self.partitions
+        }
+
+        fn read(
+            &mut self,
+            budget: usize,
+            emit: &mut dyn FnMut(usize, i64, u64),
+        ) -> Result<ReadStatus, String> {
+            let end = self.records.len().min(self.next + budget);
+            for (offset, record) in self.records[self.next..end].iter().enumerate() {
+                emit(0, (self.next + offset) as i64, *record);
+            }
+            self.next = end;
+            Ok(if self.next < self.records.len() {
+                ReadStatus::Busy
+            } else {
+                ReadStatus::Idle { recheck: None }
+            })
+        }
+    }
+
+    /// A source whose open epoch has no records closes it when an arrangement deferred a
+    /// merge (and no epoch is in flight), and only then: that frontier change is what
+    /// schedules the arrangements for their idle merging (`crate::merging`).
+    #[test]
+    fn an_empty_epoch_closes_when_a_merge_waits_for_idle_time() {
+        timely::execute(timely::Config::thread(), |worker| {
+            reset_worker();
+            let ctx = WorkerContext::new(0, 1);
+            // Epochs close after 10 records or an hour: the first one by size, the next,
+            // empty one never by itself within this test.
+            let options = SourceOptions {
+                epochs: EpochPolicy {
+                    max_records: 10,
+                    max_duration: Duration::from_secs(3_600),
+                    max_inflight_epochs: 8,
+                },
+                mode: RunMode::Continuous,
+                batch: 64,
+            };
+            let plan = ResumePlan::fresh();
+            let probe = ProbeHandle::new();
+            let dataflow = worker.next_dataflow_index();
+            worker.dataflow::<Epoch, _, _>(|scope| {
+                let (records, _positions) =
+                    partitioned_source(scope, "live", &ctx, &options, &plan, None, |_| {
+                        Ok(LiveReader {
+                            partitions: vec![PartitionId::new("t", 0)],
+                            records: (0..10).collect(),
+                            next: 0,
+                        })
+                    });
+                track_arrivals(records.inner).probe_with(&probe);
+            });
+            let frontier = |probe: &ProbeHandle<Epoch>| {
+                probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX))
+            };
+            let step_until = |worker: &mut timely::worker::Worker, done: &dyn Fn() -> bool| {
+                let started = Instant::now();
+                while !done() && started.elapsed() < Duration::from_secs(10) {
+                    worker.step_or_park(Some(Duration::from_millis(5)));
+                }
+            };
+            // The ten records fill the first epoch, which closes and arrives.
+            step_until(worker, &|| frontier(&probe) > 0);
+            let after_records = frontier(&probe);
+            assert!(after_records > 0, "the full epoch did not close");
+            // Nothing asks for idle time: the empty epoch stays open.
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(200) {
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+            assert_eq!(
+                frontier(&probe),
+                after_records,
+                "an empty epoch closed unasked"
+            );
+            // A deferred merge asks: the source closes the empty epoch and takes the request.
+            assert!(
+                !crate::merging::epoch_in_flight(),
+                "the first epoch is in flight"
+            );
+            defer_a_merge_for_test();
+            step_until(worker, &|| frontier(&probe) > after_records);
+            assert!(
+                frontier(&probe) > after_records,
+                "the empty epoch did not close for the deferred merge"
+            );
+            assert!(!take_idle_merge_request(), "the source took the request");
+            // The source never ends by itself: drop the dataflow for the worker to finish.
+            worker.drop_dataflow(dataflow);
+            reset_worker();
+        })
+        .expect("execute");
+    }
+}
