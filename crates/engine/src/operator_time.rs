@@ -265,9 +265,20 @@ mod tests {
     use timely::dataflow::operators::vec::Map;
     use timely::dataflow::operators::{Inspect, ToStream};
 
+    /// What `f` returns on the one worker of a single-thread timely run.
+    fn on_one_worker<T: Send + 'static>(f: impl Fn(&mut Worker) -> T + Send + Sync + 'static) -> T {
+        timely::execute(timely::Config::thread(), f)
+            .expect("execute")
+            .join()
+            .into_iter()
+            .next()
+            .expect("one worker")
+            .expect("the worker")
+    }
+
     #[test]
     fn busy_operators_are_named_and_their_times_exclusive() {
-        let reports = timely::execute(timely::Config::thread(), |worker| {
+        let times = on_one_worker(|worker| {
             let times = OperatorTimes::record(worker).expect("log registry");
             worker.dataflow::<u64, _, _>(|scope| {
                 (0..20_000u64)
@@ -282,13 +293,7 @@ mod tests {
             // Dropping the registry's loggers flushes what they buffered.
             worker.log_register().map(|mut r| r.remove("timely"));
             times.snapshot()
-        })
-        .expect("execute")
-        .join()
-        .into_iter()
-        .map(|r| r.expect("worker"))
-        .collect::<Vec<_>>();
-        let times = &reports[0];
+        });
         let busiest = &times[0];
         // timely builds `map` as a flat map.
         assert_eq!(busiest.name, "FlatMap", "{times:?}");
@@ -303,7 +308,7 @@ mod tests {
     fn arrangements_report_the_updates_they_hold() {
         use differential_dataflow::input::Input;
         use timely::dataflow::operators::Probe;
-        let reports = timely::execute(timely::Config::thread(), |worker| {
+        let (times, report) = on_one_worker(|worker| {
             let times = OperatorTimes::record(worker).expect("log registry");
             let probe = timely::dataflow::ProbeHandle::new();
             // The trace is kept, as a join or reduce keeps it: a trace nobody holds is not
@@ -337,13 +342,7 @@ mod tests {
                 r.flush();
             }
             (times.snapshot(), times.report(0))
-        })
-        .expect("execute")
-        .join()
-        .into_iter()
-        .map(|r| r.expect("worker"))
-        .collect::<Vec<_>>();
-        let (times, report) = &reports[0];
+        });
         let held: Vec<Held> = times.iter().filter_map(|t| t.held).collect();
         assert_eq!(held.len(), 1, "{times:?}");
         assert!(

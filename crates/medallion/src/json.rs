@@ -2,8 +2,8 @@
 //!
 //! Parsing an order event into a `serde_json::Value` built a map node and a `String` per key
 //! and per value, then threw them away: ~15 % of the pipeline's time (perf). Validation only
-//! needs a handful of named fields, so [`fields`] scans the object once and keeps, per wanted
-//! name, the raw text of its value (a `&RawValue`, no copy); [`Json`] then says what such a
+//! needs a handful of named fields, so [`read_fields`] scans an object once and keeps, per
+//! wanted name, the raw text of its value (a `&RawValue`, no copy); [`Json`] then says what such a
 //! value is, decoding a string only when it contains escapes. Unwanted fields are skipped
 //! (still checked for syntax), and a name given twice keeps its last value, as
 //! `serde_json::Value` does.
@@ -121,42 +121,6 @@ pub fn read_fields<'de, M: MapAccess<'de>>(
     Ok(())
 }
 
-struct Fields<'n, 'o, 'a> {
-    names: &'n [&'n str],
-    out: &'o mut [Option<&'a RawValue>],
-}
-
-impl<'de, 'n, 'o> DeserializeSeed<'de> for Fields<'n, 'o, 'de> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, 'n, 'o> Visitor<'de> for Fields<'n, 'o, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<(), M::Error> {
-        read_fields(map, self.names, self.out)
-    }
-}
-
-/// Reads the JSON object `text` (the whole text: trailing characters are an error) and
-/// puts, for each of `names`, the raw value of that field into the same slot of `out`
-/// (`None` when absent). Fails when `text` is not JSON or not an object.
-pub fn fields<'a>(
-    text: &'a str,
-    names: &[&str],
-    out: &mut [Option<&'a RawValue>],
-) -> Result<(), serde_json::Error> {
-    out.iter_mut().for_each(|o| *o = None);
-    let mut de = serde_json::Deserializer::from_str(text);
-    Fields { names, out }.deserialize(&mut de)?;
-    de.end()
-}
-
 /// A field read where it stands, in the one pass over the object around it, by an
 /// [`ObjectSeed`] or an [`ArraySeed`]: the container it should be, read, or what else it was.
 ///
@@ -252,7 +216,7 @@ impl<'de, C: Container<'de>> Visitor<'de> for NestedVisitor<C> {
     }
 }
 
-/// Reads an object field's wanted fields (as [`fields`] does) where it stands.
+/// Reads an object field's wanted fields (as [`read_fields`] does) where it stands.
 pub struct ObjectSeed<'n, const N: usize> {
     /// The wanted field names.
     pub names: &'n [&'n str; N],
@@ -332,16 +296,33 @@ impl<'de, const N: usize> DeserializeSeed<'de> for ArraySeed<'_, N> {
 mod tests {
     use super::*;
 
-    fn get<'a>(text: &'a str, names: &[&str]) -> Vec<Option<Json<'a>>> {
-        let mut out = vec![None; names.len()];
-        fields(text, names, &mut out).unwrap();
-        out.into_iter().map(|r| r.map(Json::of)).collect()
+    /// `text` (the whole text) read by `seed`.
+    fn read<'a, S: DeserializeSeed<'a>>(text: &'a str, seed: S) -> serde_json::Result<S::Value> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = seed.deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    fn object<'a, const N: usize>(
+        text: &'a str,
+        names: &[&str; N],
+    ) -> Nested<[Option<Json<'a>>; N]> {
+        match read(text, ObjectSeed { names }).unwrap() {
+            Nested::Read(raw) => Nested::Read(raw.map(|r| r.map(Json::of))),
+            Nested::Absent => Nested::Absent,
+            Nested::Null => Nested::Null,
+            Nested::String { blank } => Nested::String { blank },
+            Nested::Other => Nested::Other,
+        }
     }
 
     #[test]
     fn fields_are_borrowed_classified_and_last_wins() {
         let text = r#" {"a": "x\"y", "b": 12.50, "a\u0062": null, "c": {"d": [1]}, "e": [ ], "b": -3, "z": {"deep": [1, {"x": 2}]}} "#;
-        let got = get(text, &["a", "b", "ab", "c", "e", "missing"]);
+        let Nested::Read(got) = object(text, &["a", "b", "ab", "c", "e", "missing"]) else {
+            panic!("an object");
+        };
         assert_eq!(got[0], Some(Json::String(Cow::Owned("x\"y".into()))));
         assert_eq!(got[1], Some(Json::Number("-3")));
         assert_eq!(got[2], Some(Json::Null));
@@ -349,16 +330,50 @@ mod tests {
         assert_eq!(got[4], Some(Json::Array("[ ]")));
         assert_eq!(got[5], None);
         assert!(matches!(
-            get(r#"{"s": "plain"}"#, &["s"])[0],
-            Some(Json::String(Cow::Borrowed("plain")))
+            object(r#"{"s": "plain"}"#, &["s"]),
+            Nested::Read([Some(Json::String(Cow::Borrowed("plain")))])
         ));
     }
 
     #[test]
-    fn not_an_object_or_not_json_fails() {
-        let mut out = [None];
-        for bad in ["[1]", "{} {}", "{\"a\": }", "\"s\"", "", "{\"a\": 1,}"] {
-            assert!(fields(bad, &["a"], &mut out).is_err(), "{bad}");
+    fn other_values_say_what_they_were() {
+        let names = &["a"];
+        assert_eq!(object("{}", names), Nested::Read([None]));
+        assert_eq!(object("null", names), Nested::Null);
+        assert_eq!(object(r#"" \t ""#, names), Nested::String { blank: true });
+        assert_eq!(object(r#""x""#, names), Nested::String { blank: false });
+        // Numbers (also beyond f64's range), booleans and arrays are not objects.
+        for other in ["1e400", "-0", "true", "[{\"a\": 1}]"] {
+            assert_eq!(object(other, names), Nested::Other, "{other}");
+        }
+        let items = read(
+            r#"[{"a": 1, "b": 2}, 5, [], {"a": -1e400}, {}]"#,
+            ArraySeed { names },
+        )
+        .unwrap();
+        let Nested::Read(items) = items else {
+            panic!("an array: {items:?}");
+        };
+        let got: Vec<Option<&str>> = items.iter().map(|[a]| a.map(RawValue::get)).collect();
+        assert_eq!(got, [Some("1"), None, None, Some("-1e400"), None]);
+        assert!(matches!(
+            read("{}", ArraySeed { names }).unwrap(),
+            Nested::Other
+        ));
+    }
+
+    #[test]
+    fn not_json_fails() {
+        for bad in [
+            "{} {}",
+            "{\"a\": }",
+            "",
+            "{\"a\": 1,}",
+            "[1,]",
+            "{\"a\": [1}",
+        ] {
+            assert!(read(bad, ObjectSeed { names: &["a"] }).is_err(), "{bad}");
+            assert!(read(bad, ArraySeed { names: &["a"] }).is_err(), "{bad}");
         }
     }
 }
