@@ -37,6 +37,7 @@
 //! - [`runtime`]: running a pipeline on N threads × P processes.
 //! - [`latest`]: the greatest value per key of an insert-only collection, in O(keys) memory.
 //! - [`left_join`]: a left outer join that arranges its large side once.
+//! - [`shared`]: large records shared between collections, compared by identity first.
 //! - [`demo`]: the demo graph (count and sum per key) used by the CLI demo, benches and tests.
 
 #![warn(missing_docs)]
@@ -56,6 +57,7 @@ pub mod quantiles;
 pub mod recorded;
 pub mod resume;
 pub mod runtime;
+pub mod shared;
 pub mod sink;
 pub mod sinks;
 pub mod source;
