@@ -894,48 +894,82 @@ fn net_changes<'a>(
     tables: &[PgTable],
     staged: impl Iterator<Item = &'a Vec<(u32, Vec<PgValue>, i64)>>,
 ) -> Vec<(u32, &'a [PgValue], NetChange)> {
-    // Each row is hashed once (foldhash: SipHash over every column was the committer's
-    // largest cost in perf); `slot` finds its place in `netted`, which keeps first-seen order.
-    let mut slot: foldhash::HashMap<(u32, &[PgValue]), usize> = foldhash::HashMap::default();
-    let mut netted: Vec<(u32, &[PgValue], i64)> = Vec::new();
-    let mut retracted_keys: foldhash::HashSet<(u32, &[PgValue])> = foldhash::HashSet::default();
-    let key_of = |t: u32, row: &'a [PgValue]| -> (u32, &'a [PgValue]) {
-        let key = tables.get(t as usize).map_or(row.len(), |table| table.key);
-        (t, &row[..key.min(row.len())])
-    };
+    /// A distinct row of the changes: its net diff, its key's group, and the next distinct
+    /// row of that group.
+    struct Slot<'a> {
+        table: u32,
+        row: &'a [PgValue],
+        diff: i64,
+        group: usize,
+        next: Option<usize>,
+    }
+    /// The changes under one key: the first of its distinct rows (a chain through
+    /// `Slot::next`), whether any change retracted a row of the key, whether a row of the
+    /// key is left added.
+    #[derive(Default)]
+    struct Group {
+        first: Option<usize>,
+        retracted: bool,
+        added: bool,
+    }
+    // Each change is hashed once, by its key (foldhash: SipHash over every column was the
+    // committer's largest cost in perf, and hashing whole rows and keys apart took three
+    // hashes per row). A key has few distinct rows (its old and new versions), so rows are
+    // netted by comparison within the key's chain. `slots` keeps first-seen order.
+    let mut by_key: foldhash::HashMap<(u32, &[PgValue]), usize> = foldhash::HashMap::default();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut slots: Vec<Slot<'a>> = Vec::new();
     for (t, row, diff) in staged.flatten() {
-        if *diff < 0 {
-            retracted_keys.insert(key_of(*t, row));
+        let key = tables.get(*t as usize).map_or(row.len(), |table| table.key);
+        let g = *by_key
+            .entry((*t, &row[..key.min(row.len())]))
+            .or_insert_with(|| {
+                groups.push(Group::default());
+                groups.len() - 1
+            });
+        let group = &mut groups[g];
+        group.retracted |= *diff < 0;
+        let mut at = group.first;
+        while let Some(i) = at {
+            if slots[i].row == row.as_slice() {
+                break;
+            }
+            at = slots[i].next;
         }
-        match slot.entry((*t, row.as_slice())) {
-            std::collections::hash_map::Entry::Occupied(o) => netted[*o.get()].2 += diff,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(netted.len());
-                netted.push((*t, row.as_slice(), *diff));
+        match at {
+            Some(i) => slots[i].diff += diff,
+            None => {
+                slots.push(Slot {
+                    table: *t,
+                    row,
+                    diff: *diff,
+                    group: g,
+                    next: group.first,
+                });
+                group.first = Some(slots.len() - 1);
             }
         }
     }
-    drop(slot);
-    let added: foldhash::HashSet<(u32, &[PgValue])> = netted
-        .iter()
-        .filter(|(_, _, d)| *d > 0)
-        .map(|(t, row, _)| key_of(*t, row))
-        .collect();
-    netted
+    drop(by_key);
+    for slot in slots.iter().filter(|s| s.diff > 0) {
+        groups[slot.group].added = true;
+    }
+    slots
         .into_iter()
-        .filter_map(|(t, row, diff)| {
-            let change = if diff > 0 {
-                if retracted_keys.contains(&key_of(t, row)) {
+        .filter_map(|slot| {
+            let group = &groups[slot.group];
+            let change = if slot.diff > 0 {
+                if group.retracted {
                     NetChange::Upsert
                 } else {
                     NetChange::Insert
                 }
-            } else if diff < 0 && !added.contains(&key_of(t, row)) {
+            } else if slot.diff < 0 && !group.added {
                 NetChange::Delete
             } else {
                 return None;
             };
-            Some((t, row, change))
+            Some((slot.table, slot.row, change))
         })
         .collect()
 }
@@ -1032,6 +1066,74 @@ mod tests {
         assert_eq!(csv(PgValue::Text(Some("a\"b".into())), Text), "\"a\"\"b\"");
         assert_eq!(csv(PgValue::Text(None), Text), "");
         assert_eq!(csv(PgValue::Timestamp(None), Timestamptz), "");
+    }
+
+    fn text(v: &str) -> PgValue {
+        PgValue::Text(Some(v.into()))
+    }
+
+    #[test]
+    fn changes_net_to_one_change_per_row_in_first_seen_order() {
+        let tables = vec![
+            PgTable {
+                name: "gold.t".into(),
+                columns: vec![("id".into(), PgType::Text), ("v".into(), PgType::Text)],
+                key: 1,
+            },
+            PgTable {
+                name: "gold.u".into(),
+                columns: vec![("id".into(), PgType::Text)],
+                key: 1,
+            },
+        ];
+        let row = |t: u32, id: &str, v: &str, diff: i64| match t {
+            0 => (t, vec![text(id), text(v)], diff),
+            _ => (t, vec![text(id)], diff),
+        };
+        let epochs = vec![
+            vec![
+                row(0, "new", "1", 1),    // a new key: insert
+                row(0, "upd", "old", -1), // a key updated: upsert of the new row only
+                row(0, "gone", "x", -1),  // a key removed: delete
+                row(0, "upd", "new", 1),  //
+                row(0, "churn", "a", 1),  // added, changed and removed again: nothing
+                row(1, "new", "", 1),     // the same key in another table: its own change
+                row(0, "same", "s", -1),  // retracted and added again: nothing
+            ],
+            vec![
+                row(0, "churn", "a", -1),
+                row(0, "churn", "b", 1),
+                row(0, "same", "s", 1),
+                row(0, "churn", "b", -1),
+                row(0, "new", "1", 1), // a second copy: still one insert
+            ],
+        ];
+        let netted = net_changes(&tables, epochs.iter());
+        let got: Vec<(u32, Vec<String>, NetChange)> = netted
+            .into_iter()
+            .map(|(t, row, change)| {
+                let values = row
+                    .iter()
+                    .map(|v| match v {
+                        PgValue::Text(Some(s)) => s.to_string(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                (t, values, change)
+            })
+            .collect();
+        let want = |t: u32, values: &[&str], change: NetChange| {
+            (t, values.iter().map(|v| v.to_string()).collect(), change)
+        };
+        assert_eq!(
+            got,
+            vec![
+                want(0, &["new", "1"], NetChange::Insert),
+                want(0, &["gone", "x"], NetChange::Delete),
+                want(0, &["upd", "new"], NetChange::Upsert),
+                want(1, &["new"], NetChange::Insert),
+            ]
+        );
     }
 
     #[test]
