@@ -1090,7 +1090,7 @@ mod tests {
             0 => (t, vec![text(id), text(v)], diff),
             _ => (t, vec![text(id)], diff),
         };
-        let epochs = vec![
+        let epochs = [
             vec![
                 row(0, "new", "1", 1),    // a new key: insert
                 row(0, "upd", "old", -1), // a key updated: upsert of the new row only
