@@ -35,6 +35,11 @@ pub struct LakeArgs {
     /// commits every epoch.
     #[arg(long, default_value_t = 0)]
     pub lake_commit_ms: u64,
+    /// Snapshots each table keeps as the pipeline commits (0: all, until `alluvium maintain`
+    /// expires them). Once a table holds half as many again, a commit expires the oldest and
+    /// deletes the files only they used.
+    #[arg(long, default_value_t = alluvium_connectors::lake::DEFAULT_RETAIN_SNAPSHOTS)]
+    pub lake_retain_snapshots: usize,
     /// Object storage settings for an `s3://` warehouse.
     #[command(flatten)]
     pub s3: S3Args,
@@ -94,6 +99,7 @@ impl LakeArgs {
         config.manifest_merge_count = self.lake_manifest_merge_count;
         config.commit_interval = (self.lake_commit_ms > 0)
             .then(|| std::time::Duration::from_millis(self.lake_commit_ms));
+        config.retain_snapshots = self.lake_retain_snapshots;
         config.s3 = self.s3.options();
         config.validate()?;
         Ok(Some(config))

@@ -34,6 +34,7 @@ use iceberg::table::Table;
 use iceberg::MetadataLocation;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
+use super::retention;
 use super::table::TableDef;
 use super::{LakeConfig, LakeError};
 
@@ -88,8 +89,11 @@ async fn cached_manifest(
 /// Merges, per kind (data, deletes), the manifests smaller than [`MANIFEST_TARGET_BYTES`] into
 /// one new manifest once the list would hold `merge_count` manifests or more. Live entries
 /// are carried as `EXISTING` with their snapshot id and sequence numbers, so readers apply
-/// position deletes exactly as before; entries already `DELETED` are dropped. Returns the
-/// list in its new form (merged manifests last).
+/// position deletes exactly as before. Files this commit removes stay listed as `DELETED`
+/// (as Iceberg's merge does): that entry is how expiry later finds a removed file once no
+/// kept snapshot uses it ([`super::retention`]). Older `DELETED` entries are dropped. A
+/// manifest this very commit rewrote and now merges is listed nowhere: it is deleted.
+/// Returns the list in its new form (merged manifests last).
 async fn merge_small_manifests(
     merge_count: usize,
     table: &Table,
@@ -120,16 +124,30 @@ async fn merge_small_manifests(
         let mut entries = 0usize;
         for manifest in &small {
             let m = cached_manifest(table, manifest, cache).await?;
-            for entry in m.entries().iter().filter(|e| e.is_alive()) {
-                writer
-                    .add_existing_file(
-                        entry.data_file().clone(),
-                        entry.snapshot_id().unwrap_or(id),
-                        entry.sequence_number().unwrap_or(0),
-                        entry.file_sequence_number,
-                    )
-                    .map_err(err(format!("merging manifests of {name}")))?;
+            for entry in m.entries().iter() {
+                let seq = entry.sequence_number().unwrap_or(0);
+                if entry.is_alive() {
+                    writer
+                        .add_existing_file(
+                            entry.data_file().clone(),
+                            entry.snapshot_id().unwrap_or(id),
+                            seq,
+                            entry.file_sequence_number,
+                        )
+                        .map_err(err(format!("merging manifests of {name}")))?;
+                } else if entry.snapshot_id() == Some(id) {
+                    writer
+                        .add_delete_file(entry.data_file().clone(), seq, entry.file_sequence_number)
+                        .map_err(err(format!("merging manifests of {name}")))?;
+                } else {
+                    continue;
+                }
                 entries += 1;
+            }
+        }
+        for manifest in small.iter().filter(|m| m.added_snapshot_id == id) {
+            if let Err(e) = table.file_io().delete(&manifest.manifest_path).await {
+                tracing::warn!(table = %name, path = %manifest.manifest_path, error = %e, "could not delete a manifest merged in the commit that wrote it");
             }
         }
         // Manifests whose every file was removed leave nothing to list.
@@ -334,6 +352,8 @@ pub async fn commit_snapshot(
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let (mut removed_files, mut removed_records) = (0u64, 0u64);
     let (mut removed_delete_files, mut removed_deletes) = (0u64, 0u64);
+    // Live entries carried into rewritten manifests (a cost that grows with the manifest).
+    let mut rewritten_entries = 0usize;
     if let Some(current) = metadata.current_snapshot() {
         let list = table
             .manifest_list_reader(current)
@@ -390,7 +410,7 @@ pub async fn commit_snapshot(
                         .map_err(err(format!("rewriting a manifest of {name}")))?;
                 }
             }
-            let _ = kept;
+            rewritten_entries += kept;
             manifests.push(
                 writer
                     .write_manifest_file()
@@ -534,7 +554,16 @@ pub async fn commit_snapshot(
         .metadata_location()
         .ok_or_else(|| LakeError::Data(format!("table {name} has no metadata location")))?
         .to_string();
-    let new_metadata = metadata
+    // 3b. Drop the oldest snapshots beyond the retention, in this same metadata file. A
+    // failure to plan it only postpones it: the commit goes on without.
+    let expiry = retention::plan(table, config.retain_snapshots)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(table = %name, error = %e, "not expiring snapshots in this commit");
+            None
+        })
+        .unwrap_or_default();
+    let built = metadata
         .clone()
         .into_builder(Some(current_location.clone()))
         .add_snapshot(snapshot)
@@ -544,9 +573,10 @@ pub async fn commit_snapshot(
                 SnapshotReference::new(id, SnapshotRetention::branch(None, None, None)),
             )
         })
+        .map(|b| b.remove_snapshots(&expiry.snapshot_ids))
         .and_then(|b| b.build())
-        .map_err(err(format!("building the next metadata of {name}")))?
-        .metadata;
+        .map_err(err(format!("building the next metadata of {name}")))?;
+    let new_metadata = built.metadata;
     let new_location = MetadataLocation::from_str(&current_location)
         .map_err(err(format!("parsing the metadata location of {name}")))?
         // A new file (next version, new uuid): the current one is never written over, so a
@@ -561,6 +591,29 @@ pub async fn commit_snapshot(
     let new_location = new_location.to_string();
     swap_metadata_location(config, pool, table, &current_location, &new_location).await?;
     super::metrics::lake_metrics().committed(&name, added_files, added_bytes, added_records);
+    tracing::debug!(
+        table = %name,
+        added_files,
+        added_delete_files = added_delete_count,
+        removed_files,
+        rewritten_entries,
+        snapshots = new_metadata.snapshots().count(),
+        "committed a snapshot"
+    );
+    // 5. Committed: delete what only the expired snapshots used, and, with a retention set,
+    // the metadata files that fell off the metadata log (Iceberg's
+    // `write.metadata.delete-after-commit.enabled`; the log keeps
+    // `write.metadata.previous-versions-max`, 100).
+    if config.retain_snapshots > 0 {
+        if !expiry.snapshot_ids.is_empty() {
+            tracing::debug!(table = %name, snapshots = expiry.snapshot_ids.len(), files = expiry.files.len(), "expired snapshots");
+        }
+        let old_metadata = built
+            .expired_metadata_logs
+            .into_iter()
+            .map(|log| log.metadata_file);
+        retention::delete_files(table, expiry.files.into_iter().chain(old_metadata)).await;
+    }
     Table::builder()
         .metadata(new_metadata)
         .metadata_location(new_location)

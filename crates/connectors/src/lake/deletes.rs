@@ -453,4 +453,84 @@ mod tests {
         let unmerged_count = manifest_count(&unmerged);
         assert!(unmerged_count > 8, "{unmerged_count}");
     }
+
+    /// The table as committed now.
+    fn table(config: &LakeConfig) -> iceberg::table::Table {
+        blocking(async {
+            let catalog = config.open_catalog().await?;
+            ensure_table(&catalog, &def()).await
+        })
+        .unwrap()
+    }
+
+    /// Bounded history: with a retention of 4 snapshots the committer expires its oldest
+    /// snapshots as it commits — through manifest merges and a compaction (whose removed
+    /// files are found through their `DELETED` entries) — and every reader still sees exactly
+    /// the model's rows; no file is left that
+    /// no snapshot references (the files of expired snapshots, including the compacted-away
+    /// data and delete files, were deleted), and old metadata files beyond the metadata log
+    /// are deleted too.
+    #[test]
+    fn committing_expires_old_snapshots_and_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = LakeConfig::local(dir.path()).unwrap();
+        config.manifest_merge_count = 4;
+        config.retain_snapshots = 4;
+        let mut model = BTreeMap::new();
+        let mut rng = Rng(0x6a09_e667_f3bc_c908);
+        let no_orphans = |config: &LakeConfig| {
+            let orphans = blocking(super::super::maintain::orphan_files_local(
+                &table(config),
+                std::time::Duration::ZERO,
+            ))
+            .unwrap();
+            assert!(orphans.is_empty(), "unreferenced files: {orphans:?}");
+        };
+        run_epochs(&config, &mut model, &mut rng, 1..30);
+        let snapshots = table(&config).metadata().snapshots().count();
+        assert!((4..=6).contains(&snapshots), "{snapshots} snapshots");
+        no_orphans(&config);
+
+        // Compaction removes data and delete files; once its snapshot is expired they go.
+        let reports = blocking(maintain(
+            &config,
+            &[def()],
+            &MaintainOptions {
+                expire_older_than_ms: None,
+                ..MaintainOptions::default()
+            },
+        ))
+        .unwrap();
+        assert!(reports[0].files_compacted > 0, "{reports:?}");
+        run_epochs(&config, &mut model, &mut rng, 30..40);
+        no_orphans(&config);
+        let iceberg_rows = blocking(scan_table_with_iceberg(&config, &def())).unwrap();
+        assert_eq!(sorted(iceberg_rows), rows_of(&model));
+
+        // More commits than the metadata log holds (100): older metadata files are deleted.
+        run_epochs(&config, &mut model, &mut rng, 40..170);
+        let t = table(&config);
+        assert!(t.metadata().snapshots().count() <= 6);
+        let metadata_dir = t
+            .metadata()
+            .location()
+            .trim_start_matches("file://")
+            .to_string()
+            + "/metadata";
+        let metadata_files = std::fs::read_dir(&metadata_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".metadata.json")
+            })
+            .count();
+        assert_eq!(metadata_files, t.metadata().metadata_log().len() + 1);
+        assert!(metadata_files <= 101, "{metadata_files} metadata files");
+        no_orphans(&config);
+        let iceberg_rows = blocking(scan_table_with_iceberg(&config, &def())).unwrap();
+        assert_eq!(sorted(iceberg_rows), rows_of(&model));
+    }
 }

@@ -26,10 +26,11 @@ mod deletes;
 pub mod maintain;
 pub mod metrics;
 pub mod read;
+mod retention;
 pub mod sink;
 pub mod table;
 
-pub use config::{LakeConfig, S3Options};
+pub use config::{LakeConfig, S3Options, DEFAULT_RETAIN_SNAPSHOTS};
 /// Partition transforms (`Day`, `Identity`, `Bucket(n)`, ...), re-exported from iceberg.
 pub use iceberg::spec::Transform;
 pub use sink::{IcebergSink, LakeRowMapper};

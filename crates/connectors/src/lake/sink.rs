@@ -380,7 +380,8 @@ struct Location {
 struct IndexedFile {
     path: Arc<str>,
     partition: Struct,
-    /// Rows of the file not deleted yet; at zero the file itself is removed.
+    /// Rows of the file not deleted yet; at zero the file leaves the index (it stays in the
+    /// table, wholly deleted, until compaction).
     live: u64,
 }
 
@@ -504,9 +505,10 @@ type PartitionInserts<'a> = (Vec<(&'a Row, usize)>, Vec<u128>);
 impl IcebergCommitter {
     /// Applies current-state changes as merge-on-read: the epoch's inserted rows become new
     /// data files, its retractions become position deletes (one small file per partition)
-    /// found through the table's [`RowIndex`]; a data file whose rows are all deleted is
-    /// removed instead. No existing file is read or rewritten, so a commit costs the size of
-    /// the epoch's changes, not of the rows around them. `alluvium maintain` later folds the
+    /// found through the table's [`RowIndex`] (also when they delete every row of a file: the
+    /// file stays listed until compaction). No existing file or manifest is read or
+    /// rewritten, so a commit costs the size of the epoch's changes, not of the rows and
+    /// files around them. `alluvium maintain` later folds the
     /// deletes into compacted files.
     async fn apply_changes(
         config: &LakeConfig,
@@ -551,15 +553,17 @@ impl IcebergCommitter {
                 )));
             };
             f.live = f.live.saturating_sub(positions.len() as u64);
-            if f.live == 0 {
-                // Every row gone: drop the file rather than list all its positions.
-                change.removed.insert(f.path.to_string());
-                index.files.remove(&file);
-                continue;
-            }
+            let dead = f.live == 0;
             positions_deleted += positions.len();
             let out = deletes.entry(f.partition.clone()).or_default();
             out.extend(positions.into_iter().map(|p| (f.path.clone(), p)));
+            if dead {
+                // Every row gone. The file stays listed, wholly deleted, until compaction:
+                // removing it would rewrite the manifest that lists it — every entry of it,
+                // a cost that grows with the table (Iceberg's merge-on-read writers never
+                // remove files either).
+                index.files.remove(&file);
+            }
         }
         let prefix = format!("e{epoch}-c-{}", uuid::Uuid::new_v4().simple());
         for (partition, mut entries) in deletes {
