@@ -81,7 +81,7 @@ pub fn table_defs() -> Vec<TableDef> {
                 req("line_total", MONEY),
             ],
         )
-        .partitioned_by("order_id", Transform::Bucket(16)),
+        .partitioned_by("order_id", Transform::Bucket(4)),
         TableDef::new("silver", "products", CurrentState, product_columns()),
         TableDef::new(
             "silver",
@@ -168,7 +168,7 @@ pub fn table_defs() -> Vec<TableDef> {
                 req("last_order_ts", Timestamptz),
             ],
         )
-        .partitioned_by("customer_id", Transform::Bucket(16)),
+        .partitioned_by("customer_id", Transform::Bucket(4)),
         TableDef::new(
             "dq",
             "results",

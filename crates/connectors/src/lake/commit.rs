@@ -43,6 +43,12 @@ use super::{LakeConfig, LakeError};
 /// manifest that has grown to this size is not rewritten again and again.
 const MANIFEST_TARGET_BYTES: i64 = 8 * 1024 * 1024;
 
+/// A wholly deleted data file is removed from a manifest of at most this many live entries
+/// ([`SnapshotChange::removable`]). Young files, which die most often, sit in the small
+/// manifests of recent commits; removing one from a merged manifest of thousands would
+/// rewrite all of them.
+pub const SMALL_MANIFEST_ENTRIES: usize = 100;
+
 /// A writer of one new manifest of `content` for snapshot `id`, at `path`.
 fn manifest_writer(
     table: &Table,
@@ -305,6 +311,11 @@ pub struct SnapshotChange {
     pub added: Vec<DataFile>,
     /// Paths of live data or delete files to remove.
     pub removed: HashSet<String>,
+    /// Paths of live data files whose every row is deleted (by position deletes): removed
+    /// where that is cheap — when the manifest listing the file holds at most
+    /// [`SMALL_MANIFEST_ENTRIES`] live entries or is rewritten anyway — and otherwise left
+    /// listed, wholly deleted, until compaction.
+    pub removable: HashSet<String>,
     /// Extra summary properties (epoch, positions, ...).
     pub properties: HashMap<String, String>,
 }
@@ -368,17 +379,20 @@ pub async fn commit_snapshot(
             {
                 continue;
             }
-            if change.removed.is_empty() {
+            let is_data = manifest.content == ManifestContentType::Data;
+            if change.removed.is_empty() && (change.removable.is_empty() || !is_data) {
                 manifests.push(manifest);
                 continue;
             }
-            let is_data = manifest.content == ManifestContentType::Data;
             let m = cached_manifest(table, &manifest, cache).await?;
-            let touched = m
-                .entries()
-                .iter()
-                .any(|e| e.is_alive() && change.removed.contains(e.file_path()));
-            if !touched {
+            let live = || m.entries().iter().filter(|e| e.is_alive());
+            let must = live().any(|e| change.removed.contains(e.file_path()));
+            // Removing a wholly deleted file rewrites its manifest, every entry of it: worth it
+            // for a small manifest (readers skip the file), not for a big merged one.
+            let may = !change.removable.is_empty()
+                && live().count() <= SMALL_MANIFEST_ENTRIES
+                && live().any(|e| change.removable.contains(e.file_path()));
+            if !must && !may {
                 manifests.push(manifest);
                 continue;
             }
@@ -387,7 +401,9 @@ pub async fn commit_snapshot(
             for entry in m.entries().iter().filter(|e| e.is_alive()) {
                 let seq = entry.sequence_number().unwrap_or(0);
                 let file_seq = entry.file_sequence_number;
-                if change.removed.contains(entry.file_path()) {
+                if change.removed.contains(entry.file_path())
+                    || change.removable.contains(entry.file_path())
+                {
                     if is_data {
                         removed_files += 1;
                         removed_records += entry.data_file().record_count();

@@ -533,4 +533,31 @@ mod tests {
         let iceberg_rows = blocking(scan_table_with_iceberg(&config, &def())).unwrap();
         assert_eq!(sorted(iceberg_rows), rows_of(&model));
     }
+
+    /// A table the lake holds with another partitioning than the definition's is refused
+    /// before anything is written, naming the table and both partitionings.
+    #[test]
+    fn a_table_partitioned_otherwise_in_the_lake_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig::local(dir.path()).unwrap();
+        let mut model = BTreeMap::new();
+        let mut rng = Rng(7);
+        run_epochs(&config, &mut model, &mut rng, 1..3);
+        let other = def().partitioned_by("id", Transform::Bucket(4));
+        let sink: IcebergSink<Thing> =
+            IcebergSink::new(config.clone(), vec![other], |_: &Thing| None).unwrap();
+        let error = sink.table_checkpoints().unwrap_err().to_string();
+        assert!(
+            error.contains("silver.things")
+                && error.contains("identity(grp)")
+                && error.contains("bucket[4](id)"),
+            "{error}"
+        );
+        assert!(sink.committer().is_err());
+        // The table itself is untouched.
+        assert_eq!(
+            sorted(scan_table_blocking(&config, &def()).unwrap()),
+            rows_of(&model)
+        );
+    }
 }

@@ -10,7 +10,7 @@ use alluvium_engine::{
 };
 use iceberg::spec::{
     deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, DataFileFormat,
-    FormatVersion, PartitionKey, Struct,
+    FormatVersion, PartitionKey, Struct, Transform,
 };
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -110,6 +110,7 @@ impl<D> IcebergSink<D> {
             let mut out = Vec::with_capacity(self.tables.len());
             for def in self.tables.iter() {
                 let table = ensure_table(&catalog, def).await?;
+                check_partitioning(def, &table)?;
                 out.push(last_commit(&table)?);
             }
             if let Ok(mut planned) = self.planned.lock() {
@@ -152,6 +153,7 @@ pub(crate) struct OpenTable {
 
 impl OpenTable {
     pub(crate) fn new(def: TableDef, table: Table) -> Result<Self, LakeError> {
+        check_partitioning(&def, &table)?;
         let arrow_schema = Arc::new(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(
                 |e| LakeError::iceberg(format!("Arrow schema of {}", def.qualified_name()), e),
@@ -246,6 +248,49 @@ impl OpenTable {
                 )
             })
     }
+}
+
+/// Refuses a table whose partitioning in the lake is not the definition's: rows would be
+/// filed under partition values of another spec (a lake written by another version or
+/// pipeline). Spec evolution is not supported.
+fn check_partitioning(def: &TableDef, table: &Table) -> Result<(), LakeError> {
+    let wanted = def.partition_spec()?;
+    let wanted: Vec<(i32, Transform)> = wanted
+        .fields()
+        .iter()
+        .map(|f| (f.source_id, f.transform))
+        .collect();
+    let spec = table.metadata().default_partition_spec();
+    let found: Vec<(i32, Transform)> = spec
+        .fields()
+        .iter()
+        .map(|f| (f.source_id, f.transform))
+        .collect();
+    if wanted == found {
+        return Ok(());
+    }
+    let show = |fields: &[(i32, Transform)]| {
+        if fields.is_empty() {
+            return "nothing (unpartitioned)".to_string();
+        }
+        let columns = table.metadata().current_schema();
+        fields
+            .iter()
+            .map(|(id, t)| {
+                let column = columns.field_by_id(*id).map_or("?", |f| f.name.as_str());
+                format!("{t}({column})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(LakeError::Config(format!(
+        "table {} is partitioned by {} in the lake, but this pipeline partitions it by {}: \
+         the lake was written by another version of the pipeline; write to a new lake (and \
+         rebuild it with `alluvium replay` from the old bronze tables) or drop the table",
+        def.qualified_name(),
+        show(&found),
+        show(&wanted)
+    )))
 }
 
 async fn open_tables(catalog: &SqlCatalog, defs: &[TableDef]) -> Result<Vec<OpenTable>, LakeError> {
@@ -380,8 +425,8 @@ struct Location {
 struct IndexedFile {
     path: Arc<str>,
     partition: Struct,
-    /// Rows of the file not deleted yet; at zero the file leaves the index (it stays in the
-    /// table, wholly deleted, until compaction).
+    /// Rows of the file not deleted yet; at zero the file leaves the index (and the table,
+    /// where that is cheap: [`SnapshotChange::removable`]).
     live: u64,
 }
 
@@ -505,10 +550,10 @@ type PartitionInserts<'a> = (Vec<(&'a Row, usize)>, Vec<u128>);
 impl IcebergCommitter {
     /// Applies current-state changes as merge-on-read: the epoch's inserted rows become new
     /// data files, its retractions become position deletes (one small file per partition)
-    /// found through the table's [`RowIndex`] (also when they delete every row of a file: the
-    /// file stays listed until compaction). No existing file or manifest is read or
-    /// rewritten, so a commit costs the size of the epoch's changes, not of the rows and
-    /// files around them. `alluvium maintain` later folds the
+    /// found through the table's [`RowIndex`]; a file whose every row is deleted is also
+    /// removed where its manifest is small ([`SnapshotChange::removable`]). No existing file is
+    /// read or rewritten, nor any big manifest, so a commit costs the size of the epoch's
+    /// changes, not of the rows and files around them. `alluvium maintain` later folds the
     /// deletes into compacted files.
     async fn apply_changes(
         config: &LakeConfig,
@@ -558,10 +603,11 @@ impl IcebergCommitter {
             let out = deletes.entry(f.partition.clone()).or_default();
             out.extend(positions.into_iter().map(|p| (f.path.clone(), p)));
             if dead {
-                // Every row gone. The file stays listed, wholly deleted, until compaction:
-                // removing it would rewrite the manifest that lists it — every entry of it,
-                // a cost that grows with the table (Iceberg's merge-on-read writers never
-                // remove files either).
+                // Every row gone. Its positions are deleted like any others, and the commit
+                // also removes the file if the manifest listing it is small (then those
+                // deletes dangle, harmlessly); removing it from a big merged manifest would
+                // rewrite every entry of it, so there it stays until compaction.
+                change.removable.insert(f.path.to_string());
                 index.files.remove(&file);
             }
         }
