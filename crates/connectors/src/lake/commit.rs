@@ -380,18 +380,24 @@ pub async fn commit_snapshot(
                 continue;
             }
             let is_data = manifest.content == ManifestContentType::Data;
-            if change.removed.is_empty() && (change.removable.is_empty() || !is_data) {
+            // Removing a wholly deleted file rewrites its manifest, every entry of it: worth it
+            // for a small manifest (readers skip the file), not for a big merged one. The
+            // list's counts say which is which without reading the manifest.
+            let small = is_data
+                && manifest
+                    .added_files_count
+                    .zip(manifest.existing_files_count)
+                    .is_some_and(|(a, e)| (a as usize + e as usize) <= SMALL_MANIFEST_ENTRIES);
+            let may_remove = small && !change.removable.is_empty();
+            if change.removed.is_empty() && !may_remove {
                 manifests.push(manifest);
                 continue;
             }
             let m = cached_manifest(table, &manifest, cache).await?;
             let live = || m.entries().iter().filter(|e| e.is_alive());
-            let must = live().any(|e| change.removed.contains(e.file_path()));
-            // Removing a wholly deleted file rewrites its manifest, every entry of it: worth it
-            // for a small manifest (readers skip the file), not for a big merged one.
-            let may = !change.removable.is_empty()
-                && live().count() <= SMALL_MANIFEST_ENTRIES
-                && live().any(|e| change.removable.contains(e.file_path()));
+            let must = !change.removed.is_empty()
+                && live().any(|e| change.removed.contains(e.file_path()));
+            let may = may_remove && live().any(|e| change.removable.contains(e.file_path()));
             if !must && !may {
                 manifests.push(manifest);
                 continue;
