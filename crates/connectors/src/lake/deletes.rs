@@ -349,6 +349,19 @@ mod tests {
         );
     }
 
+    /// `alluvium maintain`'s compaction alone (no expiry).
+    fn compact(config: &LakeConfig) -> Vec<super::super::maintain::TableReport> {
+        blocking(maintain(
+            config,
+            &[def()],
+            &MaintainOptions {
+                expire_older_than_ms: None,
+                ..MaintainOptions::default()
+            },
+        ))
+        .unwrap()
+    }
+
     fn delete_files(config: &LakeConfig) -> usize {
         blocking(async {
             let catalog = config.open_catalog().await?;
@@ -380,15 +393,7 @@ mod tests {
         run_epochs(&config, &mut model, &mut rng, 25..40);
 
         // Compaction applies the deletes and removes every delete file.
-        let reports = blocking(maintain(
-            &config,
-            &[def()],
-            &MaintainOptions {
-                expire_older_than_ms: None,
-                ..MaintainOptions::default()
-            },
-        ))
-        .unwrap();
+        let reports = compact(&config);
         assert!(reports[0].delete_files_removed > 0, "{reports:?}");
         assert_eq!(delete_files(&config), 0);
         assert_eq!(
@@ -492,15 +497,7 @@ mod tests {
         no_orphans(&config);
 
         // Compaction removes data and delete files; once its snapshot is expired they go.
-        let reports = blocking(maintain(
-            &config,
-            &[def()],
-            &MaintainOptions {
-                expire_older_than_ms: None,
-                ..MaintainOptions::default()
-            },
-        ))
-        .unwrap();
+        let reports = compact(&config);
         assert!(reports[0].files_compacted > 0, "{reports:?}");
         run_epochs(&config, &mut model, &mut rng, 30..40);
         no_orphans(&config);
