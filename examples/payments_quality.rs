@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dir = std::env::temp_dir().join(format!("alluvium-payments-{}", std::process::id()));
     let sink = FileSink::<Row>::new(&dir);
-    let plan = ResumePlan::from_checkpoints([sink.checkpoint()?], Rehydration::FromStart);
+    let plan = ResumePlan::from_checkpoints([sink.checkpoint()?], Rehydration::FromStart)?;
     let options = SourceOptions {
         mode: RunMode::UntilIdle { idle_timeout: None },
         ..SourceOptions::default()

@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sink = FileSink::<(String, isize)>::new(&dir);
 
     // Resume from whatever the table already committed (nothing on the first run).
-    let plan = ResumePlan::from_checkpoints([sink.checkpoint()?], Rehydration::FromStart);
+    let plan = ResumePlan::from_checkpoints([sink.checkpoint()?], Rehydration::FromStart)?;
     let options = SourceOptions {
         mode: RunMode::UntilIdle { idle_timeout: None },
         ..SourceOptions::default()

@@ -67,7 +67,7 @@ pub fn run_pipeline(
     if let Some(c) = &checkpoint {
         tracing::info!(epoch = c.epoch, "resuming after committed epoch");
     }
-    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart);
+    let plan = ResumePlan::from_checkpoints([checkpoint], Rehydration::FromStart)?;
     let topics = vec![topic];
     execute(&cluster, move |worker, ctx| {
         let probe = ProbeHandle::new();

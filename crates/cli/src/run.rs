@@ -235,6 +235,11 @@ pub(crate) fn run_medallion(
     options: SourceOptions,
     sinks: PipelineSinks,
 ) -> Result<()> {
+    // Fence earlier instances of the pipeline first (the process of worker 0 hosts the
+    // committers): no checkpoint read below can move under this run's plan.
+    if cluster.process == 0 {
+        sinks.claim().context("claiming the sinks for this run")?;
+    }
     // Sinks at different checkpoints (a crash between their commits) each get exactly the
     // epochs they miss: every checkpoint becomes a replay boundary.
     let plan = ResumePlan::from_checkpoints(
@@ -242,7 +247,7 @@ pub(crate) fn run_medallion(
             .checkpoints()
             .context("reading the sinks' checkpoints")?,
         Rehydration::FromStart,
-    );
+    )?;
     let topics = config.topics.all();
     let kafka = kafka.clone();
     let graph_config = config.clone();

@@ -536,11 +536,14 @@ fn a_second_instance_on_the_same_lake_is_fenced() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    // The instance that claimed the lake last runs to the end; the other stops at its next
+    // commit after that claim.
     assert!(
         fenced >= 1,
         "neither instance was fenced: the runs did not overlap"
     );
-    // Whoever stopped, a run to the end leaves every table exact and each offset once.
+    assert_eq!(fenced, 1, "both instances were fenced");
+    // A run after them leaves every table exact and each offset once.
     ok(small_epoch_run(&prefix, &dir.path().join("c"), &lake));
     let config = local_config(&lake);
     assert_lake_matches_expected(&lake, &dir.path().join("csv"));
@@ -752,4 +755,75 @@ fn delete_files(config: &LakeConfig) -> usize {
         Ok(n)
     })
     .unwrap()
+}
+
+/// The writer lease in a PostgreSQL-backed catalog: once a second instance claimed it, the
+/// first one's commit fails (fenced) even on a table the second has not touched, and the
+/// lake keeps exactly what the first committed before.
+#[test]
+fn a_later_claim_fences_the_earlier_committer_in_a_postgres_catalog() {
+    use alluvium_connectors::lake::{Column, ColumnType, IcebergSink, TableDef, TableMode, Value};
+    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_url = fresh_database(&unique("leasecat").to_lowercase());
+    let config = LakeConfig::new(
+        catalog_url,
+        format!("file://{}", dir.path().join("warehouse").display()),
+    );
+    let def = TableDef::new(
+        "silver",
+        "kv",
+        TableMode::CurrentState,
+        vec![
+            Column::required("k", ColumnType::Long),
+            Column::optional("v", ColumnType::String),
+        ],
+    );
+    let sink = || {
+        IcebergSink::new(config.clone(), vec![def.clone()], |r: &(i64, String)| {
+            Some((
+                0,
+                vec![Value::Long(r.0), Value::String(r.1.as_str().into())],
+            ))
+        })
+        .unwrap()
+    };
+    let row = |k: i64| [((k, format!("v{k}")), 1isize)];
+    let old = sink();
+    old.table_checkpoints().unwrap();
+    let mut old_writer = old.writer(0).unwrap();
+    let mut old_committer = old.committer().unwrap();
+    let staged: Vec<_> = old_writer.stage(1, &row(1)).unwrap().into_iter().collect();
+    old_committer.commit(1, &staged, &Positions::new()).unwrap();
+
+    let new = sink();
+    let generation = new.claim().unwrap().generation;
+    let staged: Vec<_> = old_writer.stage(2, &row(2)).unwrap().into_iter().collect();
+    let error = old_committer
+        .commit(2, &staged, &Positions::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("fenced") && error.contains(&format!("generation {generation}")),
+        "{error}"
+    );
+    assert_eq!(
+        new.table_checkpoints().unwrap()[0]
+            .as_ref()
+            .map(|c| c.epoch),
+        Some(1)
+    );
+    let mut new_writer = new.writer(0).unwrap();
+    let mut new_committer = new.committer().unwrap();
+    let staged: Vec<_> = new_writer.stage(2, &row(3)).unwrap().into_iter().collect();
+    new_committer.commit(2, &staged, &Positions::new()).unwrap();
+    let mut rows = blocking(scan_table(&config, &def)).unwrap();
+    rows.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Long(1), Value::String("v1".into())],
+            vec![Value::Long(3), Value::String("v3".into())],
+        ]
+    );
 }

@@ -13,6 +13,12 @@
 //! Exactly once: the progress row only moves forward (`… WHERE progress.epoch < new epoch`);
 //! a writer that finds it already at or past its epoch rolls back — a stale writer is fenced
 //! by the database itself. On start, [`PgSink::checkpoint`] reads the progress row.
+//!
+//! Two instances writing at once would still interleave their epochs, which end at different
+//! source positions. So a run first claims the pipeline's row in `pipeline.writers`
+//! ([`Sink::claim`]), incrementing its generation, and every epoch's transaction begins by
+//! reading that row `FOR SHARE`: a transaction of an older generation rolls back and its
+//! instance stops (fenced), and a claim waits for a transaction in flight to end.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -131,6 +137,8 @@ pub struct PgSink<D> {
     tables: Arc<Vec<PgTable>>,
     mapper: RowMapper<D>,
     bulk_rows: usize,
+    /// The generation of `pipeline.writers` this run claimed (shared by the clones).
+    claimed: Arc<std::sync::Mutex<Option<i64>>>,
     _rows: PhantomData<fn() -> D>,
 }
 
@@ -146,6 +154,7 @@ impl<D> Clone for PgSink<D> {
             tables: self.tables.clone(),
             mapper: self.mapper,
             bulk_rows: self.bulk_rows,
+            claimed: self.claimed.clone(),
             _rows: PhantomData,
         }
     }
@@ -199,6 +208,7 @@ impl<D> PgSink<D> {
             tables: Arc::new(tables),
             mapper,
             bulk_rows: DEFAULT_BULK_ROWS,
+            claimed: Arc::new(std::sync::Mutex::new(None)),
             _rows: PhantomData,
         }
     }
@@ -217,6 +227,9 @@ impl<D> PgSink<D> {
             "CREATE SCHEMA IF NOT EXISTS pipeline".to_string(),
             "CREATE TABLE IF NOT EXISTS pipeline.progress (pipeline text PRIMARY KEY, epoch bigint NOT NULL, \
              positions jsonb NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())"
+                .to_string(),
+            "CREATE TABLE IF NOT EXISTS pipeline.writers (pipeline text PRIMARY KEY, generation bigint NOT NULL, \
+             holder text NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now())"
                 .to_string(),
         ];
         for t in self.tables.iter() {
@@ -271,6 +284,47 @@ impl<D> PgSink<D> {
     }
 }
 
+impl<D> PgSink<D> {
+    /// This run's generation of the pipeline's `pipeline.writers` row, claimed on first use:
+    /// the claim increments it, and every transaction of an older generation fails from then
+    /// on.
+    fn claimed_generation(&self) -> Result<i64, SinkError> {
+        let mut claimed = self
+            .claimed
+            .lock()
+            .map_err(|_| SinkError::Fatal("the warehouse claim lock is poisoned".into()))?;
+        if let Some(generation) = *claimed {
+            return Ok(generation);
+        }
+        let ddl = self.ddl();
+        let pipeline = self.pipeline.clone();
+        let generation = self.with_client(
+            "claiming the warehouse",
+            async move |client: &Client| {
+                for stmt in &ddl {
+                    client
+                        .batch_execute(stmt)
+                        .await
+                        .map_err(transient("creating the warehouse tables"))?;
+                }
+                let row = client
+                    .query_one(
+                        "INSERT INTO pipeline.writers (pipeline, generation, holder) VALUES ($1, 1, $2) \
+                         ON CONFLICT (pipeline) DO UPDATE SET generation = pipeline.writers.generation + 1, \
+                         holder = EXCLUDED.holder, claimed_at = now() RETURNING generation",
+                        &[&pipeline, &crate::lake::lease::holder()],
+                    )
+                    .await
+                    .map_err(transient("claiming pipeline.writers"))?;
+                Ok(row.get::<_, i64>(0))
+            },
+        )?;
+        tracing::info!(pipeline = %self.pipeline, generation, "claimed the warehouse");
+        *claimed = Some(generation);
+        Ok(generation)
+    }
+}
+
 impl<D: 'static> Sink<D> for PgSink<D> {
     type Staged = Vec<(u32, Vec<PgValue>, i64)>;
     type Writer = PgWriter<D>;
@@ -321,8 +375,14 @@ impl<D: 'static> Sink<D> for PgSink<D> {
         })
     }
 
+    fn claim(&self) -> Result<(), SinkError> {
+        self.claimed_generation().map(|_| ())
+    }
+
     fn committer(&self) -> Result<PgCommitter, SinkError> {
+        let generation = self.claimed_generation()?;
         Ok(PgCommitter {
+            generation,
             url: self.url.clone(),
             pipeline: self.pipeline.clone(),
             tables: self.tables.clone(),
@@ -389,6 +449,8 @@ impl<D: 'static> SinkWriter<D> for PgWriter<D> {
 
 /// Applies an epoch in one transaction.
 pub struct PgCommitter {
+    /// The `pipeline.writers` generation every transaction checks.
+    generation: i64,
     url: String,
     pipeline: String,
     tables: Arc<Vec<PgTable>>,
@@ -700,6 +762,28 @@ impl PgCommitter {
             .transaction()
             .await
             .map_err(transient("starting the warehouse transaction"))?;
+        // FOR SHARE: a newer run's claim waits for this transaction, and this one sees a
+        // claim that committed before it.
+        let writer = tx
+            .query_opt(
+                "SELECT generation, holder, claimed_at::text FROM pipeline.writers WHERE pipeline = $1 FOR SHARE",
+                &[&self.pipeline],
+            )
+            .await
+            .map_err(transient("reading pipeline.writers"))?;
+        if let Some(row) = writer {
+            let found: i64 = row.get(0);
+            if found != self.generation {
+                let holder: String = row.get(1);
+                let since: String = row.get(2);
+                let _ = tx.rollback().await;
+                return Err(SinkError::Fatal(format!(
+                    "warehouse pipeline `{}` was claimed by generation {found} ({holder}, at {since}) after this run's generation {}: another pipeline instance is writing it (fenced)",
+                    self.pipeline, self.generation
+                ))
+                .into());
+            }
+        }
         let mut written: Vec<(&str, u64, u64)> = Vec::with_capacity(self.tables.len());
         let mut deletes: Vec<&[PgValue]> = Vec::new();
         let mut inserts: Vec<&[PgValue]> = Vec::new();

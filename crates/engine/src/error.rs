@@ -24,6 +24,9 @@ pub enum EngineError {
         /// The failure, with its context chain.
         message: String,
     },
+    /// The sinks' checkpoints do not come from one history (see [`crate::resume`]).
+    #[error("the sinks' checkpoints disagree: {0}")]
+    Checkpoints(String),
     /// Reading a file named in the configuration failed.
     #[error("could not read {path}: {source}")]
     Io {

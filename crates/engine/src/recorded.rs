@@ -385,7 +385,8 @@ mod tests {
             positions,
         };
         let plan =
-            ResumePlan::from_checkpoints(vec![Some(checkpoint)], Rehydration::FromCheckpoint);
+            ResumePlan::from_checkpoints(vec![Some(checkpoint)], Rehydration::FromCheckpoint)
+                .unwrap();
         let mut reader = log.reader(0, 1, &plan);
         assert_eq!(reader.position(0), Some(11));
         assert_eq!(read_all(&mut reader), vec![(0, 12, "a12"), (0, 15, "a15")]);

@@ -12,10 +12,17 @@
 //! Sinks that are at different checkpoints (an Iceberg table one epoch ahead of a warehouse)
 //! each get precisely the epochs they miss. Live epochs continue after the last checkpoint.
 //!
+//! The checkpoints must come from one history: each epoch ends at one set of positions, and
+//! a later epoch never ends before an earlier one. Two instances of a pipeline writing the
+//! same sinks at once would break that (each cuts its epochs at other positions), and no
+//! replay could then reproduce both; [`ResumePlan::from_checkpoints`] refuses such a set
+//! rather than feed the sinks wrong changes. Sinks prevent it with [`crate::Sink::claim`].
+//!
 //! Stateless pipelines may skip the replay with [`Rehydration::FromCheckpoint`]: sources then
 //! start at the lowest checkpoint.
 
 use crate::epoch::Epoch;
+use crate::error::EngineError;
 use crate::position::{Checkpoint, PartitionId};
 
 /// Where sources start reading after a restart.
@@ -44,8 +51,13 @@ impl ResumePlan {
     }
 
     /// Builds the plan from the checkpoints of all sinks of the pipeline (`None` for a sink
-    /// that never committed).
-    pub fn from_checkpoints<I>(checkpoints: I, rehydration: Rehydration) -> Self
+    /// that never committed). Fails with [`EngineError::Checkpoints`] when they do not come
+    /// from one history: one epoch ending at two offsets of a partition, or a later epoch
+    /// ending before an earlier one.
+    pub fn from_checkpoints<I>(
+        checkpoints: I,
+        rehydration: Rehydration,
+    ) -> Result<Self, EngineError>
     where
         I: IntoIterator<Item = Option<Checkpoint>>,
     {
@@ -53,6 +65,7 @@ impl ResumePlan {
         let every_sink_committed = !all.is_empty() && all.iter().all(Option::is_some);
         let mut boundaries: Vec<Checkpoint> = all.drain(..).flatten().collect();
         boundaries.sort_by_key(|c| c.epoch);
+        check_one_history(&boundaries)?;
         boundaries.dedup_by_key(|c| c.epoch);
         let start = if rehydration == Rehydration::FromCheckpoint && every_sink_committed {
             // Everything below the lowest checkpoint is committed everywhere: no need to read it.
@@ -60,7 +73,7 @@ impl ResumePlan {
         } else {
             None
         };
-        ResumePlan { boundaries, start }
+        Ok(ResumePlan { boundaries, start })
     }
 
     /// The replay epochs, in epoch order, each with the positions that end it.
@@ -115,6 +128,35 @@ impl ResumePlan {
     }
 }
 
+/// Checks that `sorted` (by epoch) describes one history: on every partition two of them
+/// share, the same epoch ends at the same offset and a later epoch at the same or a later one.
+/// (A partition one of them lacks is not compared: it had not been read then.)
+fn check_one_history(sorted: &[Checkpoint]) -> Result<(), EngineError> {
+    for pair in sorted.windows(2) {
+        let [a, b] = pair else { continue };
+        for (partition, end) in a.positions.iter() {
+            let Some(later) = b.positions.get(partition) else {
+                continue;
+            };
+            let broken = if a.epoch == b.epoch {
+                later != end
+            } else {
+                later < end
+            };
+            if broken {
+                return Err(EngineError::Checkpoints(format!(
+                    "epoch {} ends at offset {end} of {partition} in one sink and epoch {} at \
+                     offset {later} in another; the sinks were written by different runs at once \
+                     (two instances of the pipeline?), and no replay can reproduce both. Restore \
+                     them from one run, or start over with empty sinks",
+                    a.epoch, b.epoch
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +172,7 @@ mod tests {
 
     #[test]
     fn fresh_plan_is_all_live() {
-        let plan = ResumePlan::from_checkpoints([None, None], Rehydration::FromStart);
+        let plan = ResumePlan::from_checkpoints([None, None], Rehydration::FromStart).unwrap();
         assert_eq!(plan.first_live_epoch(), 0);
         assert_eq!(plan.replay_epoch(&PartitionId::new("t", 0), 0), None);
     }
@@ -144,7 +186,8 @@ mod tests {
                 None,
             ],
             Rehydration::FromStart,
-        );
+        )
+        .unwrap();
         let p0 = PartitionId::new("t", 0);
         let p1 = PartitionId::new("t", 1);
         assert_eq!(plan.first_epoch(), 10);
@@ -162,10 +205,47 @@ mod tests {
         let plan = ResumePlan::from_checkpoints(
             [Some(cp(20, &[(0, 10)])), Some(cp(10, &[(0, 5)]))],
             Rehydration::FromCheckpoint,
-        );
+        )
+        .unwrap();
         let p0 = PartitionId::new("t", 0);
         assert_eq!(plan.start_offset(&p0), Some(5));
         assert_eq!(plan.replay_epoch(&p0, 6), Some(20));
         assert_eq!(plan.first_live_epoch(), 21);
+    }
+
+    #[test]
+    fn checkpoints_of_two_histories_are_refused() {
+        // Two instances cut epoch 20 at different offsets of partition 0.
+        let same_epoch = ResumePlan::from_checkpoints(
+            [Some(cp(20, &[(0, 10), (1, 4)])), Some(cp(20, &[(0, 12)]))],
+            Rehydration::FromStart,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            same_epoch.contains("epoch 20 ends at offset 10 of t[0]"),
+            "{same_epoch}"
+        );
+        // A later epoch ending before an earlier one.
+        let backwards = ResumePlan::from_checkpoints(
+            [
+                Some(cp(20, &[(0, 10), (1, 4)])),
+                Some(cp(21, &[(0, 12), (1, 3)])),
+            ],
+            Rehydration::FromStart,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(backwards.contains("epoch 21 at offset 3"), "{backwards}");
+        // One history: equal ends for equal epochs, partitions first read later.
+        ResumePlan::from_checkpoints(
+            [
+                Some(cp(20, &[(0, 10)])),
+                Some(cp(20, &[(0, 10)])),
+                Some(cp(21, &[(0, 10), (1, 3)])),
+            ],
+            Rehydration::FromStart,
+        )
+        .unwrap();
     }
 }

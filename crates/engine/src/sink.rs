@@ -141,6 +141,14 @@ pub trait Sink<D>: Clone + Send + Sync + 'static {
 
     /// A short name for logs and errors.
     fn name(&self) -> String;
+    /// Claims the sink's durable state for this run, so that every commit of an earlier
+    /// instance of the pipeline fails from now on (a fencing token). Call it once per run,
+    /// on the process of worker 0, *before* reading the checkpoints the run's
+    /// [`ResumePlan`] is built from: then the plan's checkpoints cannot move under it. The
+    /// default does nothing (a sink whose commits are fenced otherwise).
+    fn claim(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// The last committed epoch and its positions, read from the sink's durable state.
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError>;
     /// Builds the writer of global worker `worker`.

@@ -150,7 +150,8 @@ fn run_sinks(
     for sink in &sinks {
         checkpoints.push(sink.checkpoint().map_err(|e| e.to_string())?);
     }
-    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
+    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart)
+        .map_err(|e| e.to_string())?;
     let options = SourceOptions {
         epochs: EpochPolicy {
             max_records,

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use alluvium_connectors::lake::lease::WriterLease;
 use alluvium_connectors::lake::Transform;
 use alluvium_connectors::lake::{
     Column, ColumnType, IcebergSink, LakeConfig, LakeError, Row, TableDef, TableMode, Value,
@@ -449,6 +450,10 @@ pub fn all_defs() -> Vec<TableDef> {
     defs
 }
 
+/// The name of the medallion pipeline's writer lease in a lake's catalog database
+/// (table `alluvium_writers`).
+pub const LEASE: &str = "alluvium-medallion";
+
 /// The three lake sinks of the pipeline: silver/gold/dq tables, the quarantine, and bronze.
 pub struct LakeSinks {
     config: LakeConfig,
@@ -464,13 +469,19 @@ impl LakeSinks {
     /// The sinks of a pipeline reading `topics` into the lake of `config`.
     pub fn new(config: &LakeConfig, topics: &Topics) -> Result<Self, LakeError> {
         let topics = Arc::new(topics.clone());
+        // One lease for the three sinks: a new instance fences all of them at once, so every
+        // table a run plans from was written by one instance.
+        let lease = WriterLease::new(LEASE);
         Ok(LakeSinks {
             config: config.clone(),
-            tables: IcebergSink::new(config.clone(), table_defs(), table_row)?,
-            quarantine: IcebergSink::new(config.clone(), vec![quarantine_def()], quarantine_row)?,
+            tables: IcebergSink::new(config.clone(), table_defs(), table_row)?
+                .with_lease(lease.clone()),
+            quarantine: IcebergSink::new(config.clone(), vec![quarantine_def()], quarantine_row)?
+                .with_lease(lease.clone()),
             bronze: IcebergSink::new(config.clone(), bronze_defs(), move |b: &BronzeRow| {
                 bronze_row(&topics, b)
-            })?,
+            })?
+            .with_lease(lease),
         })
     }
 }

@@ -124,10 +124,13 @@ pub fn run_with_sinks<L: ReplayLog<Record = KafkaRecord>>(
     epoch_records: usize,
     config: &PipelineConfig,
 ) -> Result<(), EngineError> {
-    let checkpoints = sinks.checkpoints().map_err(|e| EngineError::Worker {
+    let sink_error = |e: alluvium_engine::SinkError| EngineError::Worker {
         worker: 0,
         message: e.to_string(),
-    })?;
+    };
+    // Fence earlier instances first, so the checkpoints stay as read.
+    sinks.claim().map_err(sink_error)?;
+    let checkpoints = sinks.checkpoints().map_err(sink_error)?;
     run_graph(
         logs,
         checkpoints,
@@ -163,7 +166,7 @@ where
         + Sync
         + 'static,
 {
-    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart);
+    let plan = ResumePlan::from_checkpoints(checkpoints, Rehydration::FromStart)?;
     let options = SourceOptions {
         epochs: EpochPolicy {
             max_records: epoch_records.max(1),

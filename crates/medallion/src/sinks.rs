@@ -31,6 +31,25 @@ pub struct PipelineSinks {
 }
 
 impl PipelineSinks {
+    /// Claims every sink for this run ([`Sink::claim`]): earlier instances of the pipeline
+    /// on the same lake or warehouse can commit nothing more. Call it before
+    /// [`PipelineSinks::checkpoints`], on the process of worker 0.
+    pub fn claim(&self) -> Result<(), SinkError> {
+        if let Some(t) = &self.table {
+            t.claim()?;
+        }
+        if let Some(w) = &self.warehouse {
+            w.claim()?;
+        }
+        if let Some(l) = &self.lake {
+            // One lease for the three: the first claims it.
+            l.tables.claim()?;
+            l.quarantine.claim()?;
+            l.bronze.claim()?;
+        }
+        Ok(())
+    }
+
     /// Every sink's checkpoint (each lake table its own): give them all to
     /// [`ResumePlan::from_checkpoints`], so sinks left at different epochs by a crash each get
     /// exactly the epochs they miss.

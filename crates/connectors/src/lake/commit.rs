@@ -34,6 +34,7 @@ use iceberg::table::Table;
 use iceberg::MetadataLocation;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
+use super::lease::{self, Claim};
 use super::retention;
 use super::table::TableDef;
 use super::{LakeConfig, LakeError};
@@ -331,13 +332,16 @@ fn snapshot_id(table: &Table) -> i64 {
 }
 
 /// Commits `change` on top of the snapshot `table` was loaded at, and returns the table as
-/// committed. [`LakeError::Conflict`] when another writer committed in between.
+/// committed. [`LakeError::Conflict`] when another writer committed in between;
+/// [`LakeError::Superseded`] when `claim` (the writer lease the commit holds, if any) has
+/// been claimed by a later run.
 pub async fn commit_snapshot(
     config: &LakeConfig,
     pool: &sqlx::AnyPool,
     table: &Table,
     change: SnapshotChange,
     cache: &mut ManifestCache,
+    claim: Option<&Claim>,
 ) -> Result<Table, LakeError> {
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
@@ -611,7 +615,7 @@ pub async fn commit_snapshot(
 
     // 4. Compare-and-swap the catalog row.
     let new_location = new_location.to_string();
-    swap_metadata_location(config, pool, table, &current_location, &new_location).await?;
+    swap_metadata_location(config, pool, table, &current_location, &new_location, claim).await?;
     super::metrics::lake_metrics().committed(&name, added_files, added_bytes, added_records);
     tracing::debug!(
         table = %name,
@@ -662,22 +666,35 @@ async fn swap_metadata_location(
     table: &Table,
     from: &str,
     to: &str,
+    claim: Option<&Claim>,
 ) -> Result<(), LakeError> {
-    let sql = if config.is_postgres() {
+    let mut sql = if config.is_postgres() {
         "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2 \
          WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5 AND metadata_location = $6"
     } else {
         "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
          WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
-    };
+    }
+    .to_string();
+    if claim.is_some() {
+        // The swap holds only while the lease is still ours, in the same statement.
+        sql.push_str(lease::condition(config));
+    }
     let ident = table.identifier();
-    let result = sqlx::query(sql)
+    let mut query = sqlx::query(&sql)
         .bind(to)
         .bind(from)
         .bind(&config.catalog_name)
         .bind(ident.namespace().join("."))
         .bind(ident.name())
-        .bind(from)
+        .bind(from);
+    if let Some(claim) = claim {
+        query = query
+            .bind(&config.catalog_name)
+            .bind(&claim.writer)
+            .bind(claim.generation);
+    }
+    let result = query
         .execute(pool)
         .await
         .map_err(|source| LakeError::Catalog {
@@ -685,6 +702,18 @@ async fn swap_metadata_location(
             context: format!("committing {ident} in the catalog"),
         })?;
     if result.rows_affected() == 0 {
+        if let Some(claim) = claim {
+            if let Some((found, holder)) = lease::current(config, pool, &claim.writer).await? {
+                if found != claim.generation {
+                    return Err(LakeError::Superseded {
+                        writer: claim.writer.clone(),
+                        claimed: claim.generation,
+                        found,
+                        holder,
+                    });
+                }
+            }
+        }
         return Err(LakeError::Conflict(ident.to_string()));
     }
     Ok(())

@@ -216,6 +216,7 @@ mod tests {
     use super::super::commit::{ensure_table, live_files_and_deletes};
     use super::super::maintain::{maintain, MaintainOptions};
     use super::super::read::{blocking, scan_table_blocking, scan_table_with_iceberg};
+    use super::super::sink::IcebergWriter;
     use super::super::table::{Column, ColumnType, TableDef, TableMode, Value};
     use super::super::{IcebergSink, LakeConfig};
 
@@ -552,6 +553,68 @@ mod tests {
         );
         assert!(sink.committer().is_err());
         // The table itself is untouched.
+        assert_eq!(
+            sorted(scan_table_blocking(&config, &def()).unwrap()),
+            rows_of(&model)
+        );
+    }
+
+    /// A second instance claims the lake before it plans: from then on the first one can
+    /// commit nothing (fenced, naming the generations), and the second goes on from exactly
+    /// what the first committed.
+    #[test]
+    fn a_later_claim_fences_the_earlier_committer() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig::local(dir.path()).unwrap();
+        let stage = |writer: &mut IcebergWriter<Thing>, epoch, t: &Thing| -> Vec<_> {
+            writer
+                .stage(epoch, &[(t.clone(), 1)])
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
+        let (a, b, c) = (
+            (1, 1, "a".to_string()),
+            (2, 2, "b".to_string()),
+            (3, 0, "c".to_string()),
+        );
+        let old = sink(&config);
+        old.table_checkpoints().unwrap();
+        let mut old_writer = old.writer(0).unwrap();
+        let mut old_committer = old.committer().unwrap(); // claims the lease
+        old_committer
+            .commit(1, &stage(&mut old_writer, 1, &a), &Positions::new())
+            .unwrap();
+
+        let new = sink(&config);
+        let first = new.claim().unwrap().generation;
+        assert_eq!(
+            new.claim().unwrap().generation,
+            first,
+            "claimed once per run"
+        );
+        let error = old_committer
+            .commit(2, &stage(&mut old_writer, 2, &b), &Positions::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("fenced") && error.contains(&format!("generation {first}")),
+            "{error}"
+        );
+        let planned = new.table_checkpoints().unwrap();
+        assert_eq!(planned[0].as_ref().map(|c| c.epoch), Some(1));
+        let mut new_writer = new.writer(0).unwrap();
+        let mut new_committer = new.committer().unwrap();
+        new_committer
+            .commit(2, &stage(&mut new_writer, 2, &c), &Positions::new())
+            .unwrap();
+        let model: BTreeMap<Thing, usize> = [(a, 1), (c, 1)].into_iter().collect();
+        assert_eq!(
+            sorted(scan_table_blocking(&config, &def()).unwrap()),
+            rows_of(&model)
+        );
+        // `alluvium maintain` holds no lease: it still compacts beside the new instance.
+        compact(&config);
         assert_eq!(
             sorted(scan_table_blocking(&config, &def()).unwrap()),
             rows_of(&model)

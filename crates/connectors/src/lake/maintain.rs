@@ -196,7 +196,7 @@ async fn compact(
     change
         .properties
         .insert("alluvium.maintenance".into(), "compact".into());
-    commit_snapshot(config, pool, table, change, &mut Default::default())
+    commit_snapshot(config, pool, table, change, &mut Default::default(), None)
         .await
         .map(Some)
 }

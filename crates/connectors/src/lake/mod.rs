@@ -18,11 +18,14 @@
 //! its own checkpoint (a crash between two tables' commits leaves them one epoch apart, and the
 //! engine's resume plan replays exactly the epochs each one misses). A commit is a
 //! compare-and-swap of the catalog row, and a writer that finds a later epoch already in the
-//! table stops (it is stale: fenced).
+//! table stops (it is stale: fenced). Beyond single tables, a run claims the pipeline's
+//! [`lease::WriterLease`] before it plans: every commit of an older instance fails from then
+//! on, so all tables a plan reads come from one run.
 
 pub mod commit;
 mod config;
 mod deletes;
+pub mod lease;
 pub mod maintain;
 pub mod metrics;
 pub mod read;
@@ -78,6 +81,19 @@ pub enum LakeError {
         found: u64,
         /// The epoch this writer tried to commit.
         epoch: u64,
+    },
+    /// A later run claimed this writer's lease: another instance of the pipeline started on
+    /// this lake, and this one must stop.
+    #[error("the lake's writer lease `{writer}` was claimed by generation {found} ({holder}) after this run's generation {claimed}: another pipeline instance is writing this lake (fenced)")]
+    Superseded {
+        /// The lease.
+        writer: String,
+        /// This run's generation.
+        claimed: i64,
+        /// The generation found.
+        found: i64,
+        /// Who claimed it (host, pid, time).
+        holder: String,
     },
     /// A table was committed to between this run's resume plan and its committer's start:
     /// another instance of the pipeline is writing it.

@@ -31,6 +31,7 @@ use super::commit::{
     SnapshotChange, EPOCH_PROPERTY, POSITIONS_PROPERTY,
 };
 use super::deletes::{read_live_rows, write_position_deletes, DeletedPositions};
+use super::lease::{Claim, WriterLease};
 use super::table::{group_by_partition, to_record_batch, Partitioner, Row, TableDef, TableMode};
 use super::{LakeConfig, LakeError};
 
@@ -46,6 +47,8 @@ pub struct IcebergSink<D> {
     /// the run's resume plan was built from. The committer refuses to start on tables that
     /// moved since: another instance committed to them.
     planned: Arc<std::sync::Mutex<Option<Vec<Option<Epoch>>>>>,
+    /// The writer lease its commits hold (shared by the sinks of one pipeline).
+    lease: Arc<WriterLease>,
     _rows: PhantomData<fn() -> D>,
 }
 
@@ -56,6 +59,7 @@ impl<D> Clone for IcebergSink<D> {
             tables: self.tables.clone(),
             mapper: self.mapper.clone(),
             planned: self.planned.clone(),
+            lease: self.lease.clone(),
             _rows: PhantomData,
         }
     }
@@ -85,12 +89,42 @@ impl<D> IcebergSink<D> {
             t.schema()?;
             t.partitioner()?;
         }
+        // Alone, a sink's lease is named after its tables; pipelines with several sinks on
+        // one lake give them one lease ([`IcebergSink::with_lease`]).
+        let lease = WriterLease::new(format!(
+            "tables:{}",
+            tables
+                .iter()
+                .map(TableDef::qualified_name)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
         Ok(IcebergSink {
             config: Arc::new(config),
             tables: Arc::new(tables),
             mapper: Arc::new(mapper),
             planned: Arc::new(std::sync::Mutex::new(None)),
+            lease,
             _rows: PhantomData,
+        })
+    }
+
+    /// The sink with `lease` as its writer lease: give every sink of one pipeline on one lake
+    /// the same lease, so a later instance fences all of them at once.
+    pub fn with_lease(mut self, lease: Arc<WriterLease>) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Claims the sink's writer lease for this process (once; later calls return at once):
+    /// from then on every commit of an earlier instance of the pipeline fails, so call it
+    /// before [`IcebergSink::table_checkpoints`] builds the run's plan. The committer claims
+    /// it itself if nobody did.
+    pub fn claim(&self) -> Result<Claim, LakeError> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let pool = self.config.catalog_pool().await?;
+            self.lease.claim(&self.config, &pool).await
         })
     }
 
@@ -382,6 +416,8 @@ pub struct IcebergCommitter {
     indexes: Vec<Option<RowIndex>>,
     /// Per table, the manifests read so far.
     manifests: Vec<ManifestCache>,
+    /// The writer lease every commit holds.
+    claim: Claim,
 }
 
 /// One table's mutable state, lent to its commit.
@@ -390,6 +426,7 @@ struct TableState<'a> {
     index: &'a mut Option<RowIndex>,
     last_epoch: &'a mut Option<Epoch>,
     manifests: &'a mut ManifestCache,
+    claim: &'a Claim,
 }
 
 /// Where the rows of a current-state table live: each live row's 128-bit hash → its
@@ -697,6 +734,7 @@ impl IcebergCommitter {
             open: slot,
             index: index_slot,
             last_epoch,
+            claim,
             manifests,
         } = state;
         let mut attempts = 0;
@@ -757,7 +795,8 @@ impl IcebergCommitter {
             change
                 .properties
                 .insert(POSITIONS_PROPERTY.into(), positions.to_string());
-            let committed = commit_snapshot(config, pool, &open.table, change, manifests).await;
+            let committed =
+                commit_snapshot(config, pool, &open.table, change, manifests, Some(claim)).await;
             if committed.is_err() {
                 // The index already reflects the failed change: rebuild it from the table.
                 *index_slot = None;
@@ -775,7 +814,12 @@ impl IcebergCommitter {
                 // failure but a data error reloads the table and tries again.
                 Err(e)
                     if attempts < 5
-                        && !matches!(e, LakeError::Data(_) | LakeError::Fenced { .. }) =>
+                        && !matches!(
+                            e,
+                            LakeError::Data(_)
+                                | LakeError::Fenced { .. }
+                                | LakeError::Superseded { .. }
+                        ) =>
                 {
                     attempts += 1;
                     let table = catalog
@@ -827,7 +871,7 @@ impl IcebergCommitter {
             }
         }
         let rt = self.rt.clone();
-        let (config, pool, catalog) = (&self.config, &self.pool, &self.catalog);
+        let (config, pool, catalog, claim) = (&self.config, &self.pool, &self.catalog, &self.claim);
         let commits = self
             .tables
             .iter_mut()
@@ -850,6 +894,7 @@ impl IcebergCommitter {
                     index,
                     last_epoch,
                     manifests,
+                    claim,
                 };
                 Some(Self::commit_table(
                     config, pool, catalog, state, epoch, pieces, &positions,
@@ -920,6 +965,11 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
         )
     }
 
+    fn claim(&self) -> Result<(), SinkError> {
+        IcebergSink::claim(self)?;
+        Ok(())
+    }
+
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
         // The sink as a whole is at the least of its tables' epochs.
         let all = self.table_checkpoints()?;
@@ -950,11 +1000,14 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
 
     fn committer(&self) -> Result<Self::Committer, SinkError> {
         let rt = runtime()?;
-        let (catalog, pool, tables) = rt.block_on(async {
+        let (catalog, pool, tables, claim) = rt.block_on(async {
             let catalog = self.config.open_catalog().await?;
             let pool = self.config.catalog_pool().await?;
+            // The lease first: once it is ours, no earlier instance moves a table, and the
+            // check below compares the plan with tables that stay as they are.
+            let claim = self.lease.claim(&self.config, &pool).await?;
             let tables = open_tables(&catalog, &self.tables).await?;
-            Ok::<_, LakeError>((catalog, pool, tables))
+            Ok::<_, LakeError>((catalog, pool, tables, claim))
         })?;
         let last_epoch = tables
             .iter()
@@ -983,6 +1036,7 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
             manifests: tables.iter().map(|_| ManifestCache::new()).collect(),
             tables,
             last_epoch,
+            claim,
         })
     }
 }
