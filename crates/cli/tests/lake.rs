@@ -18,7 +18,7 @@ use rand::Rng;
 mod common;
 use common::{
     alluvium, assert_matches_expected, assert_warehouse_matches, case, fresh_database,
-    load_sample as load, ok, psql, service_env, sorted_csv, unique,
+    later_claim_fences_the_earlier, load_sample as load, ok, psql, service_env, sorted_csv, unique,
 };
 
 fn prefix(name: &str) -> String {
@@ -763,7 +763,6 @@ fn delete_files(config: &LakeConfig) -> usize {
 #[test]
 fn a_later_claim_fences_the_earlier_committer_in_a_postgres_catalog() {
     use alluvium_connectors::lake::{Column, ColumnType, IcebergSink, TableDef, TableMode, Value};
-    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
     let dir = tempfile::tempdir().unwrap();
     let catalog_url = fresh_database(&unique("leasecat").to_lowercase());
     let config = LakeConfig::new(
@@ -789,34 +788,13 @@ fn a_later_claim_fences_the_earlier_committer_in_a_postgres_catalog() {
         .unwrap()
     };
     let row = |k: i64| [((k, format!("v{k}")), 1isize)];
-    let old = sink();
-    old.table_checkpoints().unwrap();
-    let mut old_writer = old.writer(0).unwrap();
-    let mut old_committer = old.committer().unwrap();
-    let staged: Vec<_> = old_writer.stage(1, &row(1)).unwrap().into_iter().collect();
-    old_committer.commit(1, &staged, &Positions::new()).unwrap();
-
-    let new = sink();
-    let generation = new.claim().unwrap().generation;
-    let staged: Vec<_> = old_writer.stage(2, &row(2)).unwrap().into_iter().collect();
-    let error = old_committer
-        .commit(2, &staged, &Positions::new())
-        .unwrap_err()
-        .to_string();
+    let (old, new) = (sink(), sink());
+    let error = later_claim_fences_the_earlier(&old, &new, [&row(1), &row(2)], &row(3));
+    let generation = new.claim().unwrap().generation; // already held: no new claim
     assert!(
         error.contains("fenced") && error.contains(&format!("generation {generation}")),
         "{error}"
     );
-    assert_eq!(
-        new.table_checkpoints().unwrap()[0]
-            .as_ref()
-            .map(|c| c.epoch),
-        Some(1)
-    );
-    let mut new_writer = new.writer(0).unwrap();
-    let mut new_committer = new.committer().unwrap();
-    let staged: Vec<_> = new_writer.stage(2, &row(3)).unwrap().into_iter().collect();
-    new_committer.commit(2, &staged, &Positions::new()).unwrap();
     let mut rows = blocking(scan_table(&config, &def)).unwrap();
     rows.sort_by_key(|r| format!("{r:?}"));
     assert_eq!(

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 mod common;
 use common::{
-    alluvium, assert_warehouse_matches, fresh_database, load_sample as load, psql, unique,
+    alluvium, assert_warehouse_matches, fresh_database, later_claim_fences_the_earlier,
+    load_sample as load, psql, unique,
 };
 
 fn run_args(prefix: &str, state: &Path, url: &str, extra: &[&str]) -> Vec<String> {
@@ -304,31 +305,18 @@ fn a_key_already_in_the_table_is_replaced_by_a_new_row() {
 /// first committed.
 #[test]
 fn a_later_claim_fences_the_earlier_warehouse_committer() {
-    use alluvium_engine::{Positions, Sink, SinkCommitter, SinkWriter};
     let url = fresh_database(&unique("whclaim"));
     let row = |k: i64| [((k, format!("v{k}")), 1isize)];
-    let old = kv_sink(&url, "claim-test", 10);
-    let mut old_writer = old.writer(0).unwrap();
-    let mut old_committer = old.committer().unwrap(); // claims generation 1
-    let staged: Vec<_> = old_writer.stage(1, &row(1)).unwrap().into_iter().collect();
-    old_committer.commit(1, &staged, &Positions::new()).unwrap();
-
-    let new = kv_sink(&url, "claim-test", 10);
-    new.claim().unwrap();
-    let staged: Vec<_> = old_writer.stage(2, &row(2)).unwrap().into_iter().collect();
-    let error = old_committer
-        .commit(2, &staged, &Positions::new())
-        .unwrap_err()
-        .to_string();
+    let error = later_claim_fences_the_earlier(
+        &kv_sink(&url, "claim-test", 10),
+        &kv_sink(&url, "claim-test", 10),
+        [&row(1), &row(2)],
+        &row(3),
+    );
     assert!(
         error.contains("fenced") && error.contains("generation 2"),
         "{error}"
     );
-    assert_eq!(new.checkpoint().unwrap().map(|c| c.epoch), Some(1));
-    let mut new_writer = new.writer(0).unwrap();
-    let mut new_committer = new.committer().unwrap();
-    let staged: Vec<_> = new_writer.stage(2, &row(3)).unwrap().into_iter().collect();
-    new_committer.commit(2, &staged, &Positions::new()).unwrap();
     assert_eq!(
         psql(&url, "SELECT k, v FROM t.kv ORDER BY k"),
         "1|v1\n3|v3\n"

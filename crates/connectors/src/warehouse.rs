@@ -301,12 +301,7 @@ impl<D> PgSink<D> {
         let generation = self.with_client(
             "claiming the warehouse",
             async move |client: &Client| {
-                for stmt in &ddl {
-                    client
-                        .batch_execute(stmt)
-                        .await
-                        .map_err(transient("creating the warehouse tables"))?;
-                }
+                create_tables(client, &ddl).await?;
                 let row = client
                     .query_one(
                         "INSERT INTO pipeline.writers (pipeline, generation, holder) VALUES ($1, 1, $2) \
@@ -325,6 +320,17 @@ impl<D> PgSink<D> {
     }
 }
 
+/// Runs the idempotent DDL of [`PgSink::ddl`].
+async fn create_tables(client: &Client, ddl: &[String]) -> Result<(), SinkError> {
+    for stmt in ddl {
+        client
+            .batch_execute(stmt)
+            .await
+            .map_err(transient("creating the warehouse tables"))?;
+    }
+    Ok(())
+}
+
 impl<D: 'static> Sink<D> for PgSink<D> {
     type Staged = Vec<(u32, Vec<PgValue>, i64)>;
     type Writer = PgWriter<D>;
@@ -340,12 +346,7 @@ impl<D: 'static> Sink<D> for PgSink<D> {
         self.with_client(
             "reading the warehouse checkpoint",
             async move |client: &Client| {
-                for stmt in &ddl {
-                    client
-                        .batch_execute(stmt)
-                        .await
-                        .map_err(transient("creating the warehouse tables"))?;
-                }
+                create_tables(client, &ddl).await?;
                 let row = client
                     .query_opt(
                         "SELECT epoch, positions::text FROM pipeline.progress WHERE pipeline = $1",

@@ -460,3 +460,37 @@ pub fn serve_ingest_api(prefix: &str) -> Serving {
         "listening on ",
     )
 }
+
+/// Two instances of one sink, as a restarted pipeline meets a stale one: `old` commits
+/// `old_rows[0]` as epoch 1; `new` claims the sink; `old`'s epoch 2 (`old_rows[1]`) must
+/// fail, and its error is returned; `new` plans from epoch 1 and commits `new_rows` as
+/// epoch 2.
+pub fn later_claim_fences_the_earlier<D, S: alluvium_engine::Sink<D>>(
+    old: &S,
+    new: &S,
+    old_rows: [&[(D, isize)]; 2],
+    new_rows: &[(D, isize)],
+) -> String {
+    use alluvium_engine::{Positions, SinkCommitter, SinkWriter};
+    let stage = |writer: &mut S::Writer, epoch, rows| -> Vec<S::Staged> {
+        writer.stage(epoch, rows).unwrap().into_iter().collect()
+    };
+    old.checkpoint().unwrap();
+    let mut old_writer = old.writer(0).unwrap();
+    let mut old_committer = old.committer().unwrap(); // claims the sink
+    let staged = stage(&mut old_writer, 1, old_rows[0]);
+    old_committer.commit(1, &staged, &Positions::new()).unwrap();
+
+    new.claim().unwrap();
+    let staged = stage(&mut old_writer, 2, old_rows[1]);
+    let error = old_committer
+        .commit(2, &staged, &Positions::new())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(new.checkpoint().unwrap().map(|c| c.epoch), Some(1));
+    let mut new_writer = new.writer(0).unwrap();
+    let mut new_committer = new.committer().unwrap();
+    let staged = stage(&mut new_writer, 2, new_rows);
+    new_committer.commit(2, &staged, &Positions::new()).unwrap();
+    error
+}
