@@ -109,8 +109,8 @@ pub(crate) async fn current(
 }
 
 /// The SQL condition (appended to the compare-and-swap's `WHERE`) that the lease is still at
-/// the claimed generation, and the number of parameters it binds after the swap's own
-/// (catalog name, writer, generation).
+/// the claimed generation. It takes three parameters after the swap's own six: the catalog
+/// name, the writer and the generation.
 pub(crate) fn condition(config: &LakeConfig) -> &'static str {
     if config.is_postgres() {
         // FOR SHARE: a claim (an UPDATE of the lease row) waits for a commit that holds the
