@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use alluvium_connectors::kafka::{kafka_source, KafkaConfig};
+use alluvium_engine::runtime::from_worker_zero;
 use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::{execute, ClusterConfig, Rehydration, ResumePlan, SourceOptions};
 use alluvium_medallion::codes::Currencies;
@@ -235,23 +236,29 @@ pub(crate) fn run_medallion(
     options: SourceOptions,
     sinks: PipelineSinks,
 ) -> Result<()> {
-    // Fence earlier instances of the pipeline first (the process of worker 0 hosts the
-    // committers): no checkpoint read below can move under this run's plan.
-    if cluster.process == 0 {
+    // Process 0 (it hosts the committers) fences earlier instances of the pipeline first,
+    // so no checkpoint it reads below can move under this run's plan, and then hands that
+    // plan to every process: another process reading the checkpoints itself, a moment
+    // earlier, could see other ones. Sinks at different checkpoints (a crash between their
+    // commits) each get exactly the epochs they miss: every checkpoint becomes a replay
+    // boundary.
+    let plan = if cluster.process == 0 {
         sinks.claim().context("claiming the sinks for this run")?;
-    }
-    // Sinks at different checkpoints (a crash between their commits) each get exactly the
-    // epochs they miss: every checkpoint becomes a replay boundary.
-    let plan = ResumePlan::from_checkpoints(
-        sinks
-            .checkpoints()
-            .context("reading the sinks' checkpoints")?,
-        Rehydration::FromStart,
-    )?;
+        Some(ResumePlan::from_checkpoints(
+            sinks
+                .checkpoints()
+                .context("reading the sinks' checkpoints")?,
+            Rehydration::FromStart,
+        )?)
+    } else {
+        None
+    };
     let topics = config.topics.all();
     let kafka = kafka.clone();
     let graph_config = config.clone();
     execute(cluster, move |worker, ctx| {
+        let plan = from_worker_zero(worker, plan.clone())
+            .map_err(|e| format!("sharing the resume plan: {e}"))?;
         let probe = ProbeHandle::new();
         worker.dataflow(|scope| {
             let (records, positions) = kafka_source(

@@ -37,8 +37,9 @@ pub enum Rehydration {
 }
 
 /// How the sources of one run resume: which offsets belong to which replay epoch, and where
-/// live epochs begin. The same plan must be given to every source and every sink of a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// live epochs begin. The same plan must be given to every source and every sink of a run
+/// (across processes: [`crate::runtime::from_worker_zero`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResumePlan {
     boundaries: Vec<Checkpoint>,
     start: Option<Checkpoint>,

@@ -320,6 +320,44 @@ where
     Ok(results)
 }
 
+/// `value` as worker 0 has it, on every worker of the cluster: worker 0 sends it through a
+/// small dataflow of its own, and each worker waits for it. Pass `None` where the value is not
+/// known (other processes). Used so that every process of a cluster runs the one resume plan
+/// that process 0 built after claiming the sinks, instead of reading the checkpoints itself
+/// at a slightly different moment.
+pub fn from_worker_zero<T>(worker: &mut Worker, value: Option<T>) -> Result<T, String>
+where
+    T: timely::ExchangeData + Clone,
+{
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::vec::{Broadcast, Input};
+    use timely::dataflow::operators::{Inspect, Probe};
+    let received: Rc<RefCell<Option<T>>> = Rc::new(RefCell::new(None));
+    let store = received.clone();
+    let probe = timely::dataflow::ProbeHandle::new();
+    let mut input = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<T>();
+        stream
+            .broadcast()
+            .inspect(move |v: &T| *store.borrow_mut() = Some(v.clone()))
+            .probe_with(&probe);
+        input
+    });
+    if worker.index() == 0 {
+        let value = value.ok_or("worker 0 has no value to send")?;
+        input.send(value);
+    }
+    input.advance_to(1);
+    drop(input);
+    while probe.less_than(&1) {
+        worker.step_or_park(Some(PARK_LIMIT));
+    }
+    received
+        .take()
+        .ok_or_else(|| "worker 0 sent nothing".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +396,16 @@ mod tests {
         assert_eq!(c.addresses, vec!["127.0.0.1:2101", "127.0.0.1:2102"]);
         assert_eq!(c.total_workers(), 4);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn every_worker_gets_worker_zeros_value() {
+        // Workers other than 0 pass their own (or none): all end with worker 0's.
+        let seen = execute(&ClusterConfig::single(3), |worker, ctx| {
+            let mine = (ctx.index != 2).then(|| format!("plan of worker {}", ctx.index));
+            from_worker_zero(worker, mine)
+        })
+        .unwrap();
+        assert_eq!(seen, vec!["plan of worker 0".to_string(); 3]);
     }
 }
