@@ -767,7 +767,7 @@ impl PgCommitter {
         // claim that committed before it.
         let writer = tx
             .query_opt(
-                "SELECT generation, holder, claimed_at::text FROM pipeline.writers WHERE pipeline = $1 FOR SHARE",
+                "SELECT generation, holder FROM pipeline.writers WHERE pipeline = $1 FOR SHARE",
                 &[&self.pipeline],
             )
             .await
@@ -776,10 +776,9 @@ impl PgCommitter {
             let found: i64 = row.get(0);
             if found != self.generation {
                 let holder: String = row.get(1);
-                let since: String = row.get(2);
                 let _ = tx.rollback().await;
                 return Err(SinkError::Fatal(format!(
-                    "warehouse pipeline `{}` was claimed by generation {found} ({holder}, at {since}) after this run's generation {}: another pipeline instance is writing it (fenced)",
+                    "warehouse pipeline `{}` was claimed by generation {found} ({holder}) after this run's generation {}: another pipeline instance is writing it (fenced)",
                     self.pipeline, self.generation
                 ))
                 .into());

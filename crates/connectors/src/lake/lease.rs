@@ -24,9 +24,6 @@ use std::sync::Arc;
 
 use super::{LakeConfig, LakeError};
 
-/// The table of leases in the catalog database, beside the SQL catalog's own tables.
-const LEASE_TABLE: &str = "alluvium_writers";
-
 /// A lease held by this process: the generation its commits are conditional on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
@@ -53,9 +50,9 @@ impl WriterLease {
         })
     }
 
-    /// The lease's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The claim this process holds, if it claimed already (no database round trip).
+    pub(crate) fn held(&self) -> Option<Claim> {
+        self.claim.try_lock().ok().and_then(|held| held.clone())
     }
 
     /// Claims the lease (increments its generation, fencing every earlier holder) unless this
@@ -130,18 +127,17 @@ async fn next_generation(
     writer: &str,
 ) -> Result<i64, LakeError> {
     use sqlx::Row as _;
-    let create = format!(
-        "CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (catalog_name TEXT NOT NULL, \
+    // Beside the SQL catalog's own tables.
+    let create = "CREATE TABLE IF NOT EXISTS alluvium_writers (catalog_name TEXT NOT NULL, \
          writer TEXT NOT NULL, generation BIGINT NOT NULL, holder TEXT, \
-         PRIMARY KEY (catalog_name, writer))"
-    );
+         PRIMARY KEY (catalog_name, writer))";
     // Two instances starting at once may both create the table; PostgreSQL then refuses one
     // (a unique violation in its catalog), which a second try no longer meets.
-    if sqlx::query(&create).execute(pool).await.is_err() {
-        sqlx::query(&create)
+    if sqlx::query(create).execute(pool).await.is_err() {
+        sqlx::query(create)
             .execute(pool)
             .await
-            .map_err(catalog_error(format!("creating {LEASE_TABLE}")))?;
+            .map_err(catalog_error("creating alluvium_writers".into()))?;
     }
     let sql = if config.is_postgres() {
         "INSERT INTO alluvium_writers (catalog_name, writer, generation, holder) VALUES ($1, $2, 1, $3) \

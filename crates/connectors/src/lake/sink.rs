@@ -121,6 +121,10 @@ impl<D> IcebergSink<D> {
     /// before [`IcebergSink::table_checkpoints`] builds the run's plan. The committer claims
     /// it itself if nobody did.
     pub fn claim(&self) -> Result<Claim, LakeError> {
+        // The sinks of one pipeline share the lease: only the first opens the database.
+        if let Some(claim) = self.lease.held() {
+            return Ok(claim);
+        }
         let rt = runtime()?;
         rt.block_on(async {
             let pool = self.config.catalog_pool().await?;
