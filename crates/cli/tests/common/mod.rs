@@ -432,6 +432,53 @@ pub fn serve<S: AsRef<OsStr>>(args: &[S], announce: &str) -> Serving {
     }
 }
 
+/// An Iceberg REST catalog server (rustberg, installed by the test services) of this test's
+/// own, its catalog in memory and its tables under `warehouse`; killed when dropped. `url`
+/// is its base URL, for `--lake-catalog-uri`.
+pub fn rest_catalog(warehouse: &Path) -> Serving {
+    std::fs::create_dir_all(warehouse).expect("creating the REST catalog's warehouse");
+    let port = stable_free_port();
+    let log = std::fs::File::create(warehouse.with_extension("rustberg.log"))
+        .expect("creating the REST catalog's log");
+    let child = Command::new(service_env("ALLUVIUM_RUSTBERG_BIN"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--catalog-url", "memory://", "--log-level", "warn"])
+        // `--dev` allows `--no-auth` and plain HTTP on loopback.
+        .args(["--dev", "--no-auth", "--insecure-http"])
+        .arg("--warehouse")
+        .arg(format!("file://{}", warehouse.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawning rustberg");
+    let url = format!("http://127.0.0.1:{port}");
+    let serving = Serving {
+        child,
+        url: url.clone(),
+        _stdout: None,
+    };
+    for _ in 0..300 {
+        if http_get_status(port, "/v1/config") == Some(200) {
+            return serving;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the REST catalog did not answer on {url}/v1/config within 30 s");
+}
+
+/// The status of `GET path` on a loopback port (`None`: no answer).
+fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 /// Starts `alluvium args` in the background with stdout discarded.
 pub fn spawn_quiet<S: AsRef<OsStr>>(args: &[S]) -> Serving {
     let child = alluvium(args)

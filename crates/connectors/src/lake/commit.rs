@@ -16,7 +16,9 @@
 //!    caller's properties such as the epoch and source positions) and the next metadata file;
 //! 4. swap the catalog row's `metadata_location` from the version we read to the new one
 //!    with one conditional `UPDATE`; zero rows updated means someone else committed first
-//!    ([`LakeError::Conflict`]), and nothing of ours is referenced.
+//!    ([`LakeError::Conflict`]), and nothing of ours is referenced. In a REST catalog the
+//!    server writes the metadata file and does the swap: the snapshot is sent as a commit
+//!    request with requirements (see `lake::rest`).
 //!
 //! Files written for an attempt that does not commit are left unreferenced in the table's
 //! `data/` and `metadata/` folders; `alluvium maintain` removes such orphans.
@@ -32,8 +34,9 @@ use iceberg::spec::{
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
-use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 
+use super::catalog::CatalogWriter;
 use super::lease::{self, Claim};
 use super::retention;
 use super::table::TableDef;
@@ -183,7 +186,10 @@ fn err(context: impl Into<String>) -> impl FnOnce(iceberg::Error) -> LakeError {
 }
 
 /// Creates the table's namespace and the table itself when they do not exist, and loads it.
-pub async fn ensure_table(catalog: &impl Catalog, def: &TableDef) -> Result<Table, LakeError> {
+pub async fn ensure_table(
+    catalog: &(impl Catalog + ?Sized),
+    def: &TableDef,
+) -> Result<Table, LakeError> {
     let namespace = NamespaceIdent::new(def.namespace.clone());
     let name = def.qualified_name();
     if !catalog
@@ -321,7 +327,7 @@ pub struct SnapshotChange {
     pub properties: HashMap<String, String>,
 }
 
-fn snapshot_id(table: &Table) -> i64 {
+pub(crate) fn snapshot_id(table: &Table) -> i64 {
     loop {
         let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
         let id = ((a ^ b) >> 1) as i64;
@@ -335,9 +341,9 @@ fn snapshot_id(table: &Table) -> i64 {
 /// committed. [`LakeError::Conflict`] when another writer committed in between;
 /// [`LakeError::Superseded`] when `claim` (the writer lease the commit holds, if any) has
 /// been claimed by a later run.
-pub async fn commit_snapshot(
+pub(crate) async fn commit_snapshot(
     config: &LakeConfig,
-    pool: &sqlx::AnyPool,
+    writer: &CatalogWriter,
     table: &Table,
     change: SnapshotChange,
     cache: &mut ManifestCache,
@@ -589,6 +595,59 @@ pub async fn commit_snapshot(
             None
         })
         .unwrap_or_default();
+    let pool = match writer {
+        CatalogWriter::Sql(pool) => pool,
+        CatalogWriter::Rest(rest) => {
+            // 4'. The server writes the metadata file; it applies the changes only if the
+            // table is still the one we loaded and `main` still points at our parent.
+            let requirements = vec![
+                TableRequirement::UuidMatch {
+                    uuid: metadata.uuid(),
+                },
+                TableRequirement::RefSnapshotIdMatch {
+                    r#ref: MAIN_BRANCH.to_string(),
+                    snapshot_id: parent,
+                },
+            ];
+            let mut updates = vec![
+                TableUpdate::AddSnapshot { snapshot },
+                TableUpdate::SetSnapshotRef {
+                    ref_name: MAIN_BRANCH.to_string(),
+                    reference: SnapshotReference::new(
+                        id,
+                        SnapshotRetention::branch(None, None, None),
+                    ),
+                },
+            ];
+            if !expiry.snapshot_ids.is_empty() {
+                updates.push(TableUpdate::RemoveSnapshots {
+                    snapshot_ids: expiry.snapshot_ids.clone(),
+                });
+            }
+            let committed = rest.commit(table, requirements, updates, claim).await?;
+            super::metrics::lake_metrics().committed(
+                &name,
+                added_files,
+                added_bytes,
+                added_records,
+            );
+            tracing::debug!(
+                table = %name,
+                added_files,
+                added_delete_files = added_delete_count,
+                removed_files,
+                rewritten_entries,
+                snapshots = committed.metadata().snapshots().count(),
+                "committed a snapshot"
+            );
+            // The metadata files are the server's; the data and manifests only the expired
+            // snapshots used are ours to delete.
+            if config.retain_snapshots > 0 && !expiry.files.is_empty() {
+                retention::delete_files(table, expiry.files).await;
+            }
+            return Ok(committed);
+        }
+    };
     let built = metadata
         .clone()
         .into_builder(Some(current_location.clone()))
@@ -653,7 +712,7 @@ pub async fn commit_snapshot(
         .map_err(err(format!("reloading {name}")))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

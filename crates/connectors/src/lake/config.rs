@@ -1,4 +1,4 @@
-//! Where the lake lives: the catalog database and the warehouse location.
+//! Where the lake lives: the catalog (a database or a REST server) and the warehouse location.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,11 +7,16 @@ use std::sync::Arc;
 use iceberg::io::{
     S3_ACCESS_KEY_ID, S3_ENDPOINT, S3_PATH_STYLE_ACCESS, S3_REGION, S3_SECRET_ACCESS_KEY,
 };
-use iceberg::CatalogBuilder;
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use iceberg::{Catalog, CatalogBuilder};
+use iceberg_catalog_rest::{
+    RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
+};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalStorageFactory;
 use serde::{Deserialize, Serialize};
 
+use super::catalog::CatalogWriter;
+use super::rest::RestWriter;
 use super::LakeError;
 
 /// S3-compatible object storage settings (used when the warehouse is `s3://…`).
@@ -33,13 +38,18 @@ pub struct S3Options {
 /// 20 s of history at five commits a second, and the metadata file stays near 200–300 KB.
 pub const DEFAULT_RETAIN_SNAPSHOTS: usize = 100;
 
-/// The lake: an Iceberg SQL catalog and a warehouse location.
+/// The lake: an Iceberg catalog (SQL or REST) and a warehouse location.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LakeConfig {
     /// Catalog name: PyIceberg's `SqlCatalog(NAME, …)` must use the same one.
     pub catalog_name: String,
-    /// Catalog database: `sqlite:///abs/path/catalog.db` or `postgresql://user@host/db`.
+    /// The catalog: a database (`sqlite:///abs/path/catalog.db` or
+    /// `postgresql://user@host/db`: Iceberg's SQL catalog) or a REST catalog's base URL
+    /// (`http://host:8181`, without `/v1`).
     pub catalog_uri: String,
+    /// Bearer token sent to a REST catalog (`None`: no `Authorization` header).
+    #[serde(default)]
+    pub catalog_token: Option<String>,
     /// Warehouse root: `file:///abs/dir` or `s3://bucket/prefix`.
     pub warehouse: String,
     /// Object storage settings for `s3://` warehouses.
@@ -70,6 +80,7 @@ impl LakeConfig {
         LakeConfig {
             catalog_name: "alluvium".into(),
             catalog_uri: catalog_uri.into(),
+            catalog_token: None,
             warehouse: warehouse.into(),
             s3: S3Options::default(),
             target_file_size: 128 * 1024 * 1024,
@@ -101,10 +112,11 @@ impl LakeConfig {
         }
         if !(self.catalog_uri.starts_with("sqlite:")
             || self.catalog_uri.starts_with("postgres://")
-            || self.catalog_uri.starts_with("postgresql://"))
+            || self.catalog_uri.starts_with("postgresql://")
+            || self.is_rest())
         {
             return Err(LakeError::Config(format!(
-                "`lake.catalog_uri` must be sqlite:… or postgresql://…, got `{}`",
+                "`lake.catalog_uri` must be sqlite:…, postgresql://… or http(s)://… (a REST catalog), got `{}`",
                 self.catalog_uri
             )));
         }
@@ -132,6 +144,11 @@ impl LakeConfig {
         self.catalog_uri.starts_with("postgres")
     }
 
+    /// Whether the catalog is a REST catalog (`http://…` or `https://…`).
+    pub fn is_rest(&self) -> bool {
+        self.catalog_uri.starts_with("http://") || self.catalog_uri.starts_with("https://")
+    }
+
     fn storage_props(&self) -> HashMap<String, String> {
         let mut props = HashMap::new();
         if self.warehouse.starts_with("s3://") {
@@ -154,10 +171,9 @@ impl LakeConfig {
         props
     }
 
-    /// Opens the catalog (creating its tables in the database on first use).
-    pub async fn open_catalog(&self) -> Result<SqlCatalog, LakeError> {
+    /// Opens the catalog (a SQL catalog creates its tables in the database on first use).
+    pub async fn open_catalog(&self) -> Result<Arc<dyn Catalog>, LakeError> {
         self.validate()?;
-        sqlx::any::install_default_drivers();
         let factory = if self.warehouse.starts_with("s3://") {
             OpenDalStorageFactory::S3 {
                 customized_credential_load: None,
@@ -165,6 +181,29 @@ impl LakeConfig {
         } else {
             OpenDalStorageFactory::Fs
         };
+        if self.is_rest() {
+            let mut props = self.storage_props();
+            props.insert(REST_CATALOG_PROP_URI.to_string(), self.catalog_uri.clone());
+            props.insert(
+                REST_CATALOG_PROP_WAREHOUSE.to_string(),
+                self.warehouse.clone(),
+            );
+            if let Some(token) = &self.catalog_token {
+                props.insert("token".to_string(), token.clone());
+            }
+            let catalog = RestCatalogBuilder::default()
+                .with_storage_factory(Arc::new(factory))
+                .load(&self.catalog_name, props)
+                .await
+                .map_err(|e| {
+                    LakeError::iceberg(
+                        format!("opening the REST catalog at {}", self.catalog_uri),
+                        e,
+                    )
+                })?;
+            return Ok(Arc::new(catalog));
+        }
+        sqlx::any::install_default_drivers();
         let style = if self.is_postgres() {
             SqlBindStyle::DollarNumeric
         } else {
@@ -177,13 +216,29 @@ impl LakeConfig {
             .with_storage_factory(Arc::new(factory))
             .load(&self.catalog_name, self.storage_props())
             .await
+            .map(|c| Arc::new(c) as Arc<dyn Catalog>)
             .map_err(|e| {
                 LakeError::iceberg(format!("opening the catalog at {}", self.catalog_uri), e)
             })
     }
 
+    /// What commits go through: a connection pool on the catalog database, or the REST
+    /// catalog's commit endpoint. `catalog` is the catalog [`LakeConfig::open_catalog`] opened.
+    pub(crate) async fn catalog_writer(
+        &self,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<CatalogWriter, LakeError> {
+        if self.is_rest() {
+            Ok(CatalogWriter::Rest(
+                RestWriter::connect(self, catalog).await?,
+            ))
+        } else {
+            Ok(CatalogWriter::Sql(self.catalog_pool().await?))
+        }
+    }
+
     /// A connection pool on the catalog database, for the sink's compare-and-swap commits.
-    pub(crate) async fn catalog_pool(&self) -> Result<sqlx::AnyPool, LakeError> {
+    async fn catalog_pool(&self) -> Result<sqlx::AnyPool, LakeError> {
         sqlx::any::install_default_drivers();
         sqlx::any::AnyPoolOptions::new()
             .max_connections(2)

@@ -366,7 +366,7 @@ mod tests {
     fn delete_files(config: &LakeConfig) -> usize {
         blocking(async {
             let catalog = config.open_catalog().await?;
-            let table = ensure_table(&catalog, &def()).await?;
+            let table = ensure_table(catalog.as_ref(), &def()).await?;
             Ok(live_files_and_deletes(&table).await?.1.len())
         })
         .unwrap()
@@ -409,7 +409,7 @@ mod tests {
     fn manifest_count(config: &LakeConfig) -> usize {
         blocking(async {
             let catalog = config.open_catalog().await?;
-            let table = ensure_table(&catalog, &def()).await?;
+            let table = ensure_table(catalog.as_ref(), &def()).await?;
             let Some(snapshot) = table.metadata().current_snapshot() else {
                 return Ok(0);
             };
@@ -464,7 +464,7 @@ mod tests {
     fn table(config: &LakeConfig) -> iceberg::table::Table {
         blocking(async {
             let catalog = config.open_catalog().await?;
-            ensure_table(&catalog, &def()).await
+            ensure_table(catalog.as_ref(), &def()).await
         })
         .unwrap()
     }

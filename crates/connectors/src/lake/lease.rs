@@ -11,7 +11,8 @@
 //! So writers are fenced per *lease* — a name shared by all sinks of one pipeline on one lake
 //! (the medallion pipeline uses one for its three lake sinks). A run claims the lease before
 //! it reads its checkpoints, which increments the lease's generation in the catalog database
-//! (table `alluvium_writers`). Every commit's compare-and-swap of the catalog row holds only
+//! (table `alluvium_writers`; in a REST catalog, a lease table of its own: see
+//! [`super::rest`]). Every commit's compare-and-swap of the catalog row holds only
 //! while the generation is still its own, in the same statement. So once a claim returns, no
 //! older instance commits anything more — its next commit fails with
 //! [`LakeError::Superseded`] and it stops — and the tables the new run plans from stay as it
@@ -22,6 +23,7 @@
 
 use std::sync::Arc;
 
+use super::catalog::CatalogWriter;
 use super::{LakeConfig, LakeError};
 
 /// A lease held by this process: the generation its commits are conditional on.
@@ -31,6 +33,9 @@ pub struct Claim {
     pub writer: String,
     /// The generation this process claimed.
     pub generation: i64,
+    /// In a REST catalog, the lease table's snapshot this claim committed (every commit
+    /// asserts it is still current); `None` in a SQL catalog.
+    pub lease_snapshot: Option<i64>,
 }
 
 /// A named writer lease of one lake, claimed at most once per process and shared by the
@@ -60,18 +65,21 @@ impl WriterLease {
     pub(crate) async fn claim(
         &self,
         config: &LakeConfig,
-        pool: &sqlx::AnyPool,
+        writer: &CatalogWriter,
     ) -> Result<Claim, LakeError> {
         let mut held = self.claim.lock().await;
         if let Some(claim) = held.as_ref() {
             return Ok(claim.clone());
         }
-        let generation = next_generation(config, pool, &self.name).await?;
-        tracing::info!(lease = %self.name, generation, catalog = %config.catalog_name, "claimed the lake's writer lease");
-        let claim = Claim {
-            writer: self.name.clone(),
-            generation,
+        let claim = match writer {
+            CatalogWriter::Sql(pool) => Claim {
+                writer: self.name.clone(),
+                generation: next_generation(config, pool, &self.name).await?,
+                lease_snapshot: None,
+            },
+            CatalogWriter::Rest(rest) => rest.claim(&self.name, &holder()).await?,
         };
+        tracing::info!(lease = %self.name, generation = claim.generation, catalog = %config.catalog_name, "claimed the lake's writer lease");
         *held = Some(claim.clone());
         Ok(claim)
     }

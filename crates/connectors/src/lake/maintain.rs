@@ -26,6 +26,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::Catalog;
 
+use super::catalog::CatalogWriter;
 use super::commit::{
     commit_snapshot, ensure_table, last_commit, live_files_and_deletes, SnapshotChange,
     EPOCH_PROPERTY, POSITIONS_PROPERTY,
@@ -88,18 +89,18 @@ pub async fn maintain(
         return Err(LakeError::Config("`retain_last` must be at least 1".into()));
     }
     let catalog = config.open_catalog().await?;
-    let pool = config.catalog_pool().await?;
+    let writer = config.catalog_writer(catalog.clone()).await?;
     let mut reports = Vec::with_capacity(defs.len());
     for def in defs {
         let mut report = TableReport {
             table: def.qualified_name(),
             ..TableReport::default()
         };
-        let mut table = ensure_table(&catalog, def).await?;
+        let mut table = ensure_table(catalog.as_ref(), def).await?;
         if options.compact {
             match compact(
                 config,
-                &pool,
+                &writer,
                 def,
                 &table,
                 options.small_file_bytes,
@@ -119,7 +120,14 @@ pub async fn maintain(
             }
         }
         if let Some(age) = options.expire_older_than_ms {
-            expire(&catalog, &table, age, options.retain_last, &mut report).await?;
+            expire(
+                catalog.as_ref(),
+                &table,
+                age,
+                options.retain_last,
+                &mut report,
+            )
+            .await?;
         }
         reports.push(report);
     }
@@ -128,7 +136,7 @@ pub async fn maintain(
 
 async fn compact(
     config: &LakeConfig,
-    pool: &sqlx::AnyPool,
+    writer: &CatalogWriter,
     def: &TableDef,
     table: &Table,
     small: u64,
@@ -196,7 +204,7 @@ async fn compact(
     change
         .properties
         .insert("alluvium.maintenance".into(), "compact".into());
-    commit_snapshot(config, pool, table, change, &mut Default::default(), None)
+    commit_snapshot(config, writer, table, change, &mut Default::default(), None)
         .await
         .map(Some)
 }
@@ -231,7 +239,7 @@ async fn referenced_files(table: &Table) -> Result<HashSet<String>, LakeError> {
 }
 
 async fn expire(
-    catalog: &impl Catalog,
+    catalog: &dyn Catalog,
     table: &Table,
     older_than_ms: i64,
     retain_last: usize,

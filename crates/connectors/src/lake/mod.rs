@@ -1,8 +1,8 @@
 //! The Iceberg lakehouse sink.
 //!
 //! A pipeline's tables become Iceberg tables in a SQL catalog (SQLite file by default,
-//! PostgreSQL by configuration) over local disk or S3-compatible storage, committed once per
-//! epoch through the engine's commit protocol:
+//! PostgreSQL by configuration) or a REST catalog, over local disk or S3-compatible storage,
+//! committed once per epoch through the engine's commit protocol:
 //!
 //! - **append-only tables** (bronze, quarantine, `dq.results`): every worker writes its rows of
 //!   the epoch as Parquet data files, in parallel; the committer adds all of them in one
@@ -17,11 +17,13 @@
 //! On start the sink walks each table's snapshots back to the last one it wrote; each table is
 //! its own checkpoint (a crash between two tables' commits leaves them one epoch apart, and the
 //! engine's resume plan replays exactly the epochs each one misses). A commit is a
-//! compare-and-swap of the catalog row, and a writer that finds a later epoch already in the
+//! compare-and-swap of the catalog row (in a REST catalog, a commit request whose
+//! requirements the server checks), and a writer that finds a later epoch already in the
 //! table stops (it is stale: fenced). Beyond single tables, a run claims the pipeline's
 //! [`lease::WriterLease`] before it plans: every commit of an older instance fails from then
 //! on, so all tables a plan reads come from one run.
 
+mod catalog;
 pub mod commit;
 mod config;
 mod deletes;
@@ -29,6 +31,7 @@ pub mod lease;
 pub mod maintain;
 pub mod metrics;
 pub mod read;
+mod rest;
 mod retention;
 pub mod sink;
 pub mod table;
@@ -67,6 +70,16 @@ pub enum LakeError {
         /// The driver's error.
         #[source]
         source: Box<sqlx::Error>,
+    },
+    /// A REST catalog refused a request or could not be reached.
+    #[error("{context}: {}{message}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+    Rest {
+        /// What was being done.
+        context: String,
+        /// The HTTP status (`None`: no answer).
+        status: Option<u16>,
+        /// The server's message, or the transport's error.
+        message: String,
     },
     /// Another writer changed the table between our read and our compare-and-swap.
     #[error("table {0} was changed by another writer during the commit")]
@@ -120,6 +133,8 @@ impl LakeError {
     pub fn is_transient(&self) -> bool {
         match self {
             LakeError::Conflict(_) => true,
+            // No answer, or the server failed: a 4xx is a refusal that repeats.
+            LakeError::Rest { status, .. } => status.is_none_or(|s| s >= 500),
             LakeError::Catalog { source, .. } => !matches!(
                 **source,
                 sqlx::Error::Database(_) | sqlx::Error::Configuration(_)

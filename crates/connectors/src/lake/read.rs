@@ -11,7 +11,7 @@
 
 use futures::TryStreamExt;
 use iceberg::table::Table;
-use iceberg::{Catalog, NamespaceIdent, TableIdent};
+use iceberg::{NamespaceIdent, TableIdent};
 
 use super::commit::live_files_and_deletes;
 use super::deletes::{read_live_rows, DeletedPositions};

@@ -21,11 +21,11 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::{IcebergWriter as _, IcebergWriterBuilder};
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use iceberg_catalog_sql::SqlCatalog;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::catalog::CatalogWriter;
 use super::commit::{
     commit_snapshot, ensure_table, last_commit, live_files_and_deletes, ManifestCache,
     SnapshotChange, EPOCH_PROPERTY, POSITIONS_PROPERTY,
@@ -127,8 +127,9 @@ impl<D> IcebergSink<D> {
         }
         let rt = runtime()?;
         rt.block_on(async {
-            let pool = self.config.catalog_pool().await?;
-            self.lease.claim(&self.config, &pool).await
+            let catalog = self.config.open_catalog().await?;
+            let writer = self.config.catalog_writer(catalog).await?;
+            self.lease.claim(&self.config, &writer).await
         })
     }
 
@@ -147,7 +148,7 @@ impl<D> IcebergSink<D> {
             let catalog = self.config.open_catalog().await?;
             let mut out = Vec::with_capacity(self.tables.len());
             for def in self.tables.iter() {
-                let table = ensure_table(&catalog, def).await?;
+                let table = ensure_table(catalog.as_ref(), def).await?;
                 check_partitioning(def, &table)?;
                 out.push(last_commit(&table)?);
             }
@@ -331,7 +332,10 @@ fn check_partitioning(def: &TableDef, table: &Table) -> Result<(), LakeError> {
     )))
 }
 
-async fn open_tables(catalog: &SqlCatalog, defs: &[TableDef]) -> Result<Vec<OpenTable>, LakeError> {
+async fn open_tables(
+    catalog: &dyn Catalog,
+    defs: &[TableDef],
+) -> Result<Vec<OpenTable>, LakeError> {
     let mut out = Vec::with_capacity(defs.len());
     for def in defs {
         let table = ensure_table(catalog, def).await?;
@@ -412,8 +416,8 @@ impl<D: 'static> SinkWriter<D> for IcebergWriter<D> {
 pub struct IcebergCommitter {
     config: Arc<LakeConfig>,
     rt: Arc<tokio::runtime::Runtime>,
-    catalog: SqlCatalog,
-    pool: sqlx::AnyPool,
+    catalog: Arc<dyn Catalog>,
+    writer: CatalogWriter,
     tables: Vec<OpenTable>,
     last_epoch: Vec<Option<Epoch>>,
     /// Per current-state table, where each live row is (built on first use).
@@ -727,8 +731,8 @@ impl IcebergCommitter {
     /// Commits one table's part of an epoch (tables commit concurrently).
     async fn commit_table(
         config: &LakeConfig,
-        pool: &sqlx::AnyPool,
-        catalog: &SqlCatalog,
+        writer: &CatalogWriter,
+        catalog: &dyn Catalog,
         state: TableState<'_>,
         epoch: Epoch,
         pieces: Vec<&StagedTable>,
@@ -800,7 +804,7 @@ impl IcebergCommitter {
                 .properties
                 .insert(POSITIONS_PROPERTY.into(), positions.to_string());
             let committed =
-                commit_snapshot(config, pool, &open.table, change, manifests, Some(claim)).await;
+                commit_snapshot(config, writer, &open.table, change, manifests, Some(claim)).await;
             if committed.is_err() {
                 // The index already reflects the failed change: rebuild it from the table.
                 *index_slot = None;
@@ -875,7 +879,12 @@ impl IcebergCommitter {
             }
         }
         let rt = self.rt.clone();
-        let (config, pool, catalog, claim) = (&self.config, &self.pool, &self.catalog, &self.claim);
+        let (config, writer, catalog, claim) = (
+            &self.config,
+            &self.writer,
+            self.catalog.as_ref(),
+            &self.claim,
+        );
         let commits = self
             .tables
             .iter_mut()
@@ -901,7 +910,7 @@ impl IcebergCommitter {
                     claim,
                 };
                 Some(Self::commit_table(
-                    config, pool, catalog, state, epoch, pieces, &positions,
+                    config, writer, catalog, state, epoch, pieces, &positions,
                 ))
             });
         // The tables' commits are independent: their I/O overlaps. Every one runs to its
@@ -991,7 +1000,7 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
         let rt = runtime()?;
         let tables = rt.block_on(async {
             let catalog = self.config.open_catalog().await?;
-            open_tables(&catalog, &self.tables).await
+            open_tables(catalog.as_ref(), &self.tables).await
         })?;
         Ok(IcebergWriter {
             worker,
@@ -1004,14 +1013,14 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
 
     fn committer(&self) -> Result<Self::Committer, SinkError> {
         let rt = runtime()?;
-        let (catalog, pool, tables, claim) = rt.block_on(async {
+        let (catalog, writer, tables, claim) = rt.block_on(async {
             let catalog = self.config.open_catalog().await?;
-            let pool = self.config.catalog_pool().await?;
+            let writer = self.config.catalog_writer(catalog.clone()).await?;
             // The lease first: once it is ours, no earlier instance moves a table, and the
             // check below compares the plan with tables that stay as they are.
-            let claim = self.lease.claim(&self.config, &pool).await?;
-            let tables = open_tables(&catalog, &self.tables).await?;
-            Ok::<_, LakeError>((catalog, pool, tables, claim))
+            let claim = self.lease.claim(&self.config, &writer).await?;
+            let tables = open_tables(catalog.as_ref(), &self.tables).await?;
+            Ok::<_, LakeError>((catalog, writer, tables, claim))
         })?;
         let last_epoch = tables
             .iter()
@@ -1035,7 +1044,7 @@ impl<D: 'static> Sink<D> for IcebergSink<D> {
             config: self.config.clone(),
             rt: Arc::new(rt),
             catalog,
-            pool,
+            writer,
             indexes: tables.iter().map(|_| None).collect(),
             manifests: tables.iter().map(|_| ManifestCache::new()).collect(),
             tables,

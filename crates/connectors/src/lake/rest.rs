@@ -1,0 +1,382 @@
+//! Commits through an Iceberg REST catalog.
+//!
+//! A REST catalog owns its tables' metadata files: a client does not write the next metadata
+//! file and swap a pointer (as with the SQL catalog), it sends the *changes* — add this
+//! snapshot, point `main` at it, drop those old snapshots — with *requirements* the server
+//! checks atomically before it applies them: the table is still the one we loaded
+//! (`assert-table-uuid`) and `main` still points at the snapshot our commit builds on
+//! (`assert-ref-snapshot-id`). A failed requirement is `409 Conflict`: someone else committed
+//! first, and nothing of ours is referenced. This is the same compare-and-swap as the SQL
+//! catalog's conditional `UPDATE`, performed by the server.
+//!
+//! iceberg-rust 0.10.1 reaches that endpoint only through `Catalog::update_table`, whose
+//! commit type cannot be built outside the crate, so the commit request is sent here; loading
+//! and creating tables go through iceberg-rust's `RestCatalog`.
+//!
+//! **The writer lease** (see [`super::lease`]) lives in the catalog as a table of its own,
+//! `alluvium.<lease>_lease`, that holds no data: claiming it commits an empty snapshot to it
+//! (its sequence number is the generation, its summary names the holder), with the same
+//! `assert-ref-snapshot-id` requirement, so two claims never both win. Every data commit of a
+//! run that holds the lease is sent as a multi-table transaction
+//! (`POST /v1/{prefix}/transactions/commit`) whose second entry asserts that the lease table's
+//! `main` is still the claim's snapshot: a later claim makes every earlier holder's commit
+//! fail as a whole. The catalog must implement that endpoint (optional in the REST spec); a
+//! catalog that does not is reported at the first commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::spec::{
+    ManifestListWriter, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    MAIN_BRANCH,
+};
+use iceberg::table::Table;
+use iceberg::{Catalog, NamespaceIdent, TableIdent, TableRequirement, TableUpdate};
+use serde::{Deserialize, Serialize};
+
+use super::lease::Claim;
+use super::{LakeConfig, LakeError};
+
+/// Namespace of the lease tables.
+const LEASE_NAMESPACE: &str = "alluvium";
+/// The lease snapshot's summary property that names its holder.
+const HOLDER_PROPERTY: &str = "alluvium.lease-holder";
+
+/// A connection to a REST catalog for commits: the HTTP client, the catalog's base URL with
+/// its prefix, and iceberg-rust's catalog for loading tables.
+pub(crate) struct RestWriter {
+    http: reqwest::Client,
+    /// `{uri}/v1` or `{uri}/v1/{prefix}`.
+    base: reqwest::Url,
+    token: Option<String>,
+    catalog: Arc<dyn Catalog>,
+}
+
+/// `GET /v1/config`'s answer: the prefix comes from the overrides.
+#[derive(Deserialize)]
+struct CatalogConfig {
+    #[serde(default)]
+    overrides: HashMap<String, String>,
+    #[serde(default)]
+    defaults: HashMap<String, String>,
+}
+
+/// One table's entry of a commit: what the server checks and what it applies.
+#[derive(Serialize)]
+struct CommitTableRequest<'a> {
+    identifier: &'a TableIdent,
+    requirements: Vec<TableRequirement>,
+    updates: Vec<TableUpdate>,
+}
+
+#[derive(Serialize)]
+struct CommitTransactionRequest<'a> {
+    #[serde(rename = "table-changes")]
+    table_changes: Vec<CommitTableRequest<'a>>,
+}
+
+/// What the server says when it refuses a request (`{"error": {"message": …}}`).
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: ErrorModel,
+}
+
+#[derive(Deserialize)]
+struct ErrorModel {
+    message: String,
+}
+
+impl RestWriter {
+    /// Connects to the catalog of `config` (asks it for its prefix).
+    pub(crate) async fn connect(
+        config: &LakeConfig,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Self, LakeError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| rest_error("building the HTTP client", None, e.to_string()))?;
+        let uri = config.catalog_uri.trim_end_matches('/');
+        let mut request = http
+            .get(format!("{uri}/v1/config"))
+            .query(&[("warehouse", config.warehouse.as_str())]);
+        if let Some(token) = &config.catalog_token {
+            request = request.bearer_auth(token);
+        }
+        let context = format!("reading the REST catalog's configuration at {uri}/v1/config");
+        let response = request
+            .send()
+            .await
+            .map_err(|e| rest_error(&context, None, e.to_string()))?;
+        let response = check(response, &context).await?;
+        let answer: CatalogConfig = response
+            .json()
+            .await
+            .map_err(|e| rest_error(&context, None, e.to_string()))?;
+        let prefix = answer
+            .overrides
+            .get("prefix")
+            .or_else(|| answer.defaults.get("prefix"))
+            .filter(|p| !p.is_empty());
+        let base = match prefix {
+            Some(p) => format!("{uri}/v1/{p}"),
+            None => format!("{uri}/v1"),
+        };
+        let base = reqwest::Url::parse(&base).map_err(|e| {
+            LakeError::Config(format!("`lake.catalog_uri`: `{uri}` is not a URL: {e}"))
+        })?;
+        Ok(RestWriter {
+            http,
+            base,
+            token: config.catalog_token.clone(),
+            catalog,
+        })
+    }
+
+    /// A `POST` to the base URL plus `segments`, each percent-encoded as one path segment.
+    fn post(&self, segments: &[&str]) -> Result<reqwest::RequestBuilder, LakeError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| rest_error("building a URL", None, format!("{} has no path", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
+        let request = self.http.post(url);
+        Ok(match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        })
+    }
+
+    /// Commits `updates` to `table` under `requirements` and returns the table as committed.
+    /// With a `claim`, the commit is a transaction that also asserts the lease is still ours.
+    pub(crate) async fn commit(
+        &self,
+        table: &Table,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+        claim: Option<&Claim>,
+    ) -> Result<Table, LakeError> {
+        let ident = table.identifier();
+        let entry = CommitTableRequest {
+            identifier: ident,
+            requirements,
+            updates,
+        };
+        let context = format!("committing {ident} in the REST catalog");
+        let lease_ident;
+        let response = match claim.and_then(|c| c.lease_snapshot.map(|s| (c, s))) {
+            None => {
+                // Namespace levels are joined by the unit separator (REST spec).
+                let namespace = ident.namespace().join("\u{1f}");
+                self.post(&["namespaces", &namespace, "tables", ident.name()])?
+                    .json(&entry)
+                    .send()
+                    .await
+            }
+            Some((claim, lease_snapshot)) => {
+                lease_ident = lease_table(&claim.writer);
+                let lease = CommitTableRequest {
+                    identifier: &lease_ident,
+                    requirements: vec![TableRequirement::RefSnapshotIdMatch {
+                        r#ref: MAIN_BRANCH.to_string(),
+                        snapshot_id: Some(lease_snapshot),
+                    }],
+                    updates: Vec::new(),
+                };
+                let body = CommitTransactionRequest {
+                    table_changes: vec![entry, lease],
+                };
+                self.post(&["transactions", "commit"])?
+                    .json(&body)
+                    .send()
+                    .await
+            }
+        }
+        .map_err(|e| rest_error(&context, None, e.to_string()))?;
+        if response.status() == reqwest::StatusCode::CONFLICT {
+            if let Some(claim) = claim {
+                let (found, holder) = self.lease_state(&claim.writer).await?;
+                if found.map(|f| f.0) != claim.lease_snapshot {
+                    let (generation, holder) = match (found, holder) {
+                        (Some((_, generation)), holder) => (generation, holder),
+                        (None, _) => (0, "nobody (the lease table was reset)".into()),
+                    };
+                    return Err(LakeError::Superseded {
+                        writer: claim.writer.clone(),
+                        claimed: claim.generation,
+                        found: generation,
+                        holder,
+                    });
+                }
+            }
+            return Err(LakeError::Conflict(ident.to_string()));
+        }
+        check(response, &context).await?;
+        // The transaction's answer carries no metadata: load the table as committed.
+        self.catalog
+            .load_table(ident)
+            .await
+            .map_err(|e| LakeError::iceberg(format!("reloading {ident} after its commit"), e))
+    }
+
+    /// Claims the lease `writer`: commits the next empty snapshot to its table (created on
+    /// first use). Retries when another claim wins the race.
+    pub(crate) async fn claim(&self, writer: &str, holder: &str) -> Result<Claim, LakeError> {
+        let ident = lease_table(writer);
+        let table = self.lease_table(&ident).await?;
+        let mut table = table;
+        for _ in 0..20 {
+            let metadata = table.metadata();
+            let parent = metadata.current_snapshot_id();
+            let sequence = metadata.next_sequence_number();
+            let id = super::commit::snapshot_id(&table);
+            // A snapshot needs a manifest list, even an empty one.
+            let list_path = format!(
+                "{}/metadata/snap-{id}-{}.avro",
+                metadata.location(),
+                uuid::Uuid::new_v4()
+            );
+            let output = table
+                .file_io()
+                .new_output(&list_path)
+                .map_err(|e| LakeError::iceberg(format!("writing the lease {ident}"), e))?;
+            let list = ManifestListWriter::v2(
+                output
+                    .writer()
+                    .await
+                    .map_err(|e| LakeError::iceberg(format!("writing the lease {ident}"), e))?,
+                id,
+                parent,
+                sequence,
+            );
+            list.close()
+                .await
+                .map_err(|e| LakeError::iceberg(format!("writing the lease {ident}"), e))?;
+            let snapshot = Snapshot::builder()
+                .with_manifest_list(list_path)
+                .with_snapshot_id(id)
+                .with_parent_snapshot_id(parent)
+                .with_sequence_number(sequence)
+                .with_summary(Summary {
+                    operation: Operation::Append,
+                    additional_properties: HashMap::from([(
+                        HOLDER_PROPERTY.to_string(),
+                        holder.to_string(),
+                    )]),
+                })
+                .with_schema_id(metadata.current_schema_id())
+                .with_timestamp_ms(super::commit::now_ms())
+                .build();
+            let requirements = vec![
+                TableRequirement::UuidMatch {
+                    uuid: metadata.uuid(),
+                },
+                TableRequirement::RefSnapshotIdMatch {
+                    r#ref: MAIN_BRANCH.to_string(),
+                    snapshot_id: parent,
+                },
+            ];
+            let mut updates = vec![
+                TableUpdate::AddSnapshot { snapshot },
+                TableUpdate::SetSnapshotRef {
+                    ref_name: MAIN_BRANCH.to_string(),
+                    reference: SnapshotReference::new(
+                        id,
+                        SnapshotRetention::branch(None, None, None),
+                    ),
+                },
+            ];
+            // Old claims are history nobody reads: keep the last few.
+            let old: Vec<i64> = metadata
+                .snapshots()
+                .filter(|s| s.sequence_number() + 8 < sequence)
+                .map(|s| s.snapshot_id())
+                .collect();
+            if !old.is_empty() {
+                updates.push(TableUpdate::RemoveSnapshots { snapshot_ids: old });
+            }
+            match self.commit(&table, requirements, updates, None).await {
+                Ok(_) => {
+                    return Ok(Claim {
+                        writer: writer.to_string(),
+                        generation: sequence,
+                        lease_snapshot: Some(id),
+                    })
+                }
+                Err(LakeError::Conflict(_)) => {
+                    table =
+                        self.catalog.load_table(&ident).await.map_err(|e| {
+                            LakeError::iceberg(format!("loading the lease {ident}"), e)
+                        })?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(LakeError::Conflict(ident.to_string()))
+    }
+
+    /// The lease's current snapshot and generation, and its holder.
+    async fn lease_state(&self, writer: &str) -> Result<(Option<(i64, i64)>, String), LakeError> {
+        let ident = lease_table(writer);
+        let table = self
+            .catalog
+            .load_table(&ident)
+            .await
+            .map_err(|e| LakeError::iceberg(format!("loading the lease {ident}"), e))?;
+        Ok(match table.metadata().current_snapshot() {
+            Some(s) => (
+                Some((s.snapshot_id(), s.sequence_number())),
+                s.summary()
+                    .additional_properties
+                    .get(HOLDER_PROPERTY)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            None => (None, String::new()),
+        })
+    }
+
+    /// The lease table, created on first use.
+    async fn lease_table(&self, ident: &TableIdent) -> Result<Table, LakeError> {
+        let def = super::TableDef::new(
+            LEASE_NAMESPACE,
+            ident.name(),
+            super::TableMode::Append,
+            vec![super::Column::optional("holder", super::ColumnType::String)],
+        );
+        super::commit::ensure_table(self.catalog.as_ref(), &def).await
+    }
+}
+
+/// The table that holds lease `writer`: `alluvium.<writer>_lease`, `-` and `.` made `_`.
+fn lease_table(writer: &str) -> TableIdent {
+    let name: String = writer
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    TableIdent::new(
+        NamespaceIdent::new(LEASE_NAMESPACE.to_string()),
+        format!("{name}_lease"),
+    )
+}
+
+/// `Ok` for a 2xx answer; otherwise the server's message.
+async fn check(response: reqwest::Response, context: &str) -> Result<reqwest::Response, LakeError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ErrorResponse>(&body)
+        .map(|e| e.error.message)
+        .unwrap_or(body);
+    Err(rest_error(context, Some(status.as_u16()), message))
+}
+
+fn rest_error(context: &str, status: Option<u16>, message: String) -> LakeError {
+    LakeError::Rest {
+        context: context.to_string(),
+        status,
+        message,
+    }
+}
