@@ -224,12 +224,31 @@ pub fn consolidate_unstable<D: Ord + Hashable<Output: Into<u64>>>(updates: &mut 
 /// given to any number of [`commit_changes`]. Epochs without changes are not sent.
 pub type EpochChanges<'s, D> = StreamVec<'s, Epoch, (Epoch, Rc<Vec<(D, isize)>>)>;
 
-/// An epoch's buffered changes; consolidated whenever they double (when asked), so that
-/// churn within a long epoch (+row, -row, ...) does not pile up.
+/// An epoch's buffered changes; consolidated (when asked) whenever they reach `next`, so
+/// that churn within a long epoch (+row, -row, ...) does not pile up.
 struct EpochBuffer<D> {
     cap: Capability<Epoch>,
     updates: Vec<(D, isize)>,
-    consolidated: usize,
+    /// The length at which the buffer is consolidated next.
+    next: usize,
+}
+
+/// The least buffer worth consolidating before its epoch ends.
+const CONSOLIDATE_AT_LEAST: usize = 1 << 16;
+
+impl<D: Ord + Hashable<Output: Into<u64>>> EpochBuffer<D> {
+    /// Consolidates the buffer early, and sets when to do it next: when it has doubled if
+    /// this time cancelled changes, but only when it is eight times larger if it cancelled
+    /// almost nothing (a bulk epoch of inserts: consolidating it as it grows re-hashes and
+    /// re-sorts every row again and again, for nothing but the final pass; measured +2–7 %
+    /// order events/s in memory).
+    fn consolidate_early(&mut self) {
+        let before = self.updates.len();
+        consolidate_unstable(&mut self.updates);
+        let after = self.updates.len();
+        let growth = if after * 10 > before * 9 { 8 } else { 2 };
+        self.next = (growth * after).max(CONSOLIDATE_AT_LEAST);
+    }
 }
 
 /// Buffers `collection` per epoch on each worker (moved there by `pact`) and sends each epoch's
@@ -266,18 +285,15 @@ where
                             let buffer = pending.entry(time).or_insert_with(|| EpochBuffer {
                                 cap: cap.delayed(&time, 0),
                                 updates: Vec::new(),
-                                consolidated: 0,
+                                next: CONSOLIDATE_AT_LEAST,
                             });
                             buffer.updates.push((row, diff));
                             // Records of a batch mostly share one time: append them in one go.
                             while let Some((row, _, diff)) = rows.next_if(|(_, t, _)| *t == time) {
                                 buffer.updates.push((row, diff));
                             }
-                            if consolidate
-                                && buffer.updates.len() > (2 * buffer.consolidated).max(1 << 16)
-                            {
-                                consolidate_unstable(&mut buffer.updates);
-                                buffer.consolidated = buffer.updates.len();
+                            if consolidate && buffer.updates.len() > buffer.next {
+                                buffer.consolidate_early();
                             }
                         }
                     }
