@@ -812,7 +812,7 @@ fn later_claim_fences_in(config: &LakeConfig) {
     );
 }
 
-/// The sample through an Iceberg REST catalog (rustberg) over local disk: the pipeline
+/// The sample through an Iceberg REST catalog (rustberg) over local disk, then over S3: the pipeline
 /// creates its tables through the catalog, commits every epoch as a REST commit (a
 /// transaction with the writer lease), expires old snapshots as it goes; our export,
 /// iceberg-rust's scan and PyIceberg (through the same REST catalog) read every table equal
@@ -823,9 +823,8 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
     let prefix = prefix("rest");
     load(&prefix);
     let dir = tempfile::tempdir().unwrap();
-    let warehouse_dir = dir.path().join("warehouse");
-    let server = common::rest_catalog(&warehouse_dir);
-    let warehouse = format!("file://{}", warehouse_dir.display());
+    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
     let lake_flags = [
         "--lake-warehouse",
         warehouse.as_str(),
@@ -928,6 +927,54 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
     export("csv-after-maintain");
     assert_bronze_exact(&config);
     assert_eq!(delete_files(&config), 0, "compaction left position deletes");
+
+    // The same through a REST catalog whose warehouse is on the S3 server.
+    let endpoint = service_env("ALLUVIUM_S3_ENDPOINT");
+    let bucket = service_env("ALLUVIUM_S3_BUCKET");
+    let s3_warehouse = format!("s3://{bucket}/{}", unique("rest"));
+    let s3_server = common::rest_catalog(&s3_warehouse, &dir.path().join("rustberg-s3.log"));
+    let s3_flags = [
+        "--lake-warehouse",
+        s3_warehouse.as_str(),
+        "--lake-catalog-uri",
+        s3_server.url.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
+    ];
+    let s3_state = dir.path().join("s3-state");
+    let mut args = vec![
+        "run",
+        "--topic-prefix",
+        &prefix,
+        "--state",
+        s3_state.to_str().unwrap(),
+        "--until-idle",
+        "--epoch-records",
+        "100",
+    ];
+    args.extend(s3_flags);
+    ok(args);
+    let s3_export = dir.path().join("s3-csv");
+    let mut args = vec!["lake", "export", "--out", s3_export.to_str().unwrap()];
+    args.extend(s3_flags);
+    ok(args);
+    assert_matches_expected(&s3_export);
+    let mut s3_config = LakeConfig::new(s3_server.url.clone(), s3_warehouse.clone());
+    s3_config.s3 = S3Options {
+        endpoint: Some(endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        path_style: true,
+    };
+    assert_bronze_exact(&s3_config);
+    assert_engine_reads(
+        "pyiceberg",
+        &s3_server.url,
+        &s3_warehouse,
+        Some(&endpoint),
+        &dir.path().join("s3-py"),
+    );
 }
 
 /// The writer lease in a REST catalog: once a second instance claimed it (an empty
@@ -937,10 +984,7 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
 #[test]
 fn a_later_claim_fences_the_earlier_committer_in_a_rest_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::rest_catalog(&dir.path().join("warehouse"));
-    let config = LakeConfig::new(
-        server.url.clone(),
-        format!("file://{}", dir.path().join("warehouse").display()),
-    );
-    later_claim_fences_in(&config);
+    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
+    later_claim_fences_in(&LakeConfig::new(server.url.clone(), warehouse));
 }

@@ -433,20 +433,36 @@ pub fn serve<S: AsRef<OsStr>>(args: &[S], announce: &str) -> Serving {
 }
 
 /// An Iceberg REST catalog server (rustberg, installed by the test services) of this test's
-/// own, its catalog in memory and its tables under `warehouse`; killed when dropped. `url`
-/// is its base URL, for `--lake-catalog-uri`.
-pub fn rest_catalog(warehouse: &Path) -> Serving {
-    std::fs::create_dir_all(warehouse).expect("creating the REST catalog's warehouse");
+/// own, its catalog in memory and its tables under `warehouse` (`file:///…`, or
+/// `s3://bucket/prefix` on the test S3 server); killed when dropped. `url` is its base URL,
+/// for `--lake-catalog-uri`; its log is `log`.
+pub fn rest_catalog(warehouse: &str, log: &Path) -> Serving {
     let port = stable_free_port();
-    let log = std::fs::File::create(warehouse.with_extension("rustberg.log"))
-        .expect("creating the REST catalog's log");
+    let config = log.with_extension("toml");
+    // Requests are not rate-limited: a pipeline of small epochs commits a dozen tables many
+    // times a second (rustberg's default would answer 429 after a burst of 200).
+    let mut toml = format!(
+        "[rate_limit]\nenabled = false\n[storage]\ncatalog_url = \"memory://\"\n\
+         warehouse_location = \"{warehouse}\"\n"
+    );
+    if warehouse.starts_with("s3://") {
+        // The server writes the metadata files: it needs the S3 server too.
+        toml.push_str(&format!(
+            "[storage.properties]\n\"s3.endpoint\" = \"{}\"\n\"s3.region\" = \"us-east-1\"\n\
+             \"s3.path-style-access\" = \"true\"\n\"s3.access-key-id\" = \"test\"\n\
+             \"s3.secret-access-key\" = \"test\"\n",
+            service_env("ALLUVIUM_S3_ENDPOINT")
+        ));
+    }
+    std::fs::write(&config, toml).expect("writing the REST catalog's configuration");
+    let log = std::fs::File::create(log).expect("creating the REST catalog's log");
     let child = Command::new(service_env("ALLUVIUM_RUSTBERG_BIN"))
+        .arg("--config")
+        .arg(&config)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--catalog-url", "memory://", "--log-level", "warn"])
+        .args(["--log-level", "warn"])
         // `--dev` allows `--no-auth` and plain HTTP on loopback.
         .args(["--dev", "--no-auth", "--insecure-http"])
-        .arg("--warehouse")
-        .arg(format!("file://{}", warehouse.display()))
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()

@@ -133,8 +133,11 @@ impl LakeError {
     pub fn is_transient(&self) -> bool {
         match self {
             LakeError::Conflict(_) => true,
-            // No answer, or the server failed: a 4xx is a refusal that repeats.
-            LakeError::Rest { status, .. } => status.is_none_or(|s| s >= 500),
+            // No answer, the server failed, a timeout or a rate limit: other 4xx are
+            // refusals that repeat.
+            LakeError::Rest { status, .. } => {
+                status.is_none_or(|s| s >= 500 || s == 408 || s == 429)
+            }
             LakeError::Catalog { source, .. } => !matches!(
                 **source,
                 sqlx::Error::Database(_) | sqlx::Error::Configuration(_)
