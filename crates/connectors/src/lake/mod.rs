@@ -162,3 +162,34 @@ impl From<LakeError> for alluvium_engine::SinkError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LakeError;
+
+    /// A REST catalog's answers: no answer, server failures, timeouts and rate limits are
+    /// retried; refusals (bad request, forbidden, not found) stop the run, with the server's
+    /// message in the error.
+    #[test]
+    fn rest_errors_retry_only_what_may_pass() {
+        let rest = |status: Option<u16>| LakeError::Rest {
+            context: "committing silver.orders in the REST catalog".into(),
+            status,
+            message: "the server said so".into(),
+        };
+        for status in [None, Some(500), Some(503), Some(408), Some(429)] {
+            assert!(rest(status).is_transient(), "{status:?}");
+        }
+        for status in [400, 401, 403, 404, 422] {
+            assert!(!rest(Some(status)).is_transient(), "{status}");
+        }
+        assert_eq!(
+            rest(Some(403)).to_string(),
+            "committing silver.orders in the REST catalog: HTTP 403: the server said so"
+        );
+        assert_eq!(
+            rest(None).to_string(),
+            "committing silver.orders in the REST catalog: the server said so"
+        );
+    }
+}

@@ -50,6 +50,8 @@ pub(crate) struct RestWriter {
     base: reqwest::Url,
     token: Option<String>,
     catalog: Arc<dyn Catalog>,
+    /// Whether the server implements multi-table transactions.
+    transactions: bool,
 }
 
 /// `GET /v1/config`'s answer: the prefix comes from the overrides.
@@ -59,7 +61,15 @@ struct CatalogConfig {
     overrides: HashMap<String, String>,
     #[serde(default)]
     defaults: HashMap<String, String>,
+    /// The endpoints the server implements (REST spec 1.x). Absent (an older server): it is
+    /// assumed to implement transactions, and a first commit reports the server's answer
+    /// if it does not.
+    #[serde(default)]
+    endpoints: Option<Vec<String>>,
 }
+
+/// The endpoint the writer lease needs.
+const TRANSACTIONS_ENDPOINT: &str = "POST /v1/{prefix}/transactions/commit";
 
 /// One table's entry of a commit: what the server checks and what it applies.
 #[derive(Serialize)]
@@ -125,11 +135,16 @@ impl RestWriter {
         let base = reqwest::Url::parse(&base).map_err(|e| {
             LakeError::Config(format!("`lake.catalog_uri`: `{uri}` is not a URL: {e}"))
         })?;
+        let transactions = answer
+            .endpoints
+            .as_ref()
+            .is_none_or(|e| e.iter().any(|e| e == TRANSACTIONS_ENDPOINT));
         Ok(RestWriter {
             http,
             base,
             token: config.catalog_token.clone(),
             catalog,
+            transactions,
         })
     }
 
@@ -222,6 +237,13 @@ impl RestWriter {
     /// Claims the lease `writer`: commits the next empty snapshot to its table (created on
     /// first use). Retries when another claim wins the race.
     pub(crate) async fn claim(&self, writer: &str, holder: &str) -> Result<Claim, LakeError> {
+        if !self.transactions {
+            return Err(LakeError::Config(format!(
+                "`lake.catalog_uri`: the REST catalog at {} does not list `{TRANSACTIONS_ENDPOINT}` \
+                 among its endpoints; the lake's writer lease commits through it",
+                self.base
+            )));
+        }
         let ident = lease_table(writer);
         let table = self.lease_table(&ident).await?;
         let mut table = table;
