@@ -143,6 +143,19 @@ fn assert_manifests_merged(config: &LakeConfig, most: usize) {
     .unwrap();
 }
 
+/// A lake in the catalog `uri` with its warehouse on the test S3 server at `endpoint`.
+fn s3_lake(uri: &str, warehouse: &str, endpoint: &str) -> LakeConfig {
+    let mut config = LakeConfig::new(uri, warehouse);
+    config.s3 = S3Options {
+        endpoint: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        path_style: true,
+    };
+    config
+}
+
 fn local_config(dir: &Path) -> LakeConfig {
     LakeConfig::local(dir).unwrap()
 }
@@ -306,14 +319,7 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     export.extend(lake_flags);
     ok(export);
     assert_matches_expected(&s3_export);
-    let mut s3_config = LakeConfig::new(catalog_uri.clone(), s3_warehouse.clone());
-    s3_config.s3 = S3Options {
-        endpoint: Some(endpoint.clone()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        path_style: true,
-    };
+    let s3_config = s3_lake(&catalog_uri, &s3_warehouse, &endpoint);
     assert_bronze_exact(&s3_config);
     let uri = format!("sqlite:///{}", catalog_db.display());
     assert_engine_reads(
@@ -959,14 +965,7 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
     args.extend(s3_flags);
     ok(args);
     assert_matches_expected(&s3_export);
-    let mut s3_config = LakeConfig::new(s3_server.url.clone(), s3_warehouse.clone());
-    s3_config.s3 = S3Options {
-        endpoint: Some(endpoint.clone()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        path_style: true,
-    };
+    let s3_config = s3_lake(&s3_server.url, &s3_warehouse, &endpoint);
     assert_bronze_exact(&s3_config);
     assert_engine_reads(
         "pyiceberg",

@@ -34,7 +34,7 @@ use iceberg::spec::{
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
-use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent, TableUpdate};
 
 use super::catalog::CatalogWriter;
 use super::lease::{self, Claim};
@@ -595,86 +595,71 @@ pub(crate) async fn commit_snapshot(
             None
         })
         .unwrap_or_default();
-    let pool = match writer {
-        CatalogWriter::Sql(pool) => pool,
+    let (committed, old_metadata) = match writer {
         CatalogWriter::Rest(rest) => {
-            // 4'. The server writes the metadata file; it applies the changes only if the
-            // table is still the one we loaded and `main` still points at our parent.
-            let requirements = vec![
-                TableRequirement::UuidMatch {
-                    uuid: metadata.uuid(),
-                },
-                TableRequirement::RefSnapshotIdMatch {
-                    r#ref: MAIN_BRANCH.to_string(),
-                    snapshot_id: parent,
-                },
-            ];
-            let mut updates = vec![
-                TableUpdate::AddSnapshot { snapshot },
-                TableUpdate::SetSnapshotRef {
-                    ref_name: MAIN_BRANCH.to_string(),
-                    reference: SnapshotReference::new(
-                        id,
-                        SnapshotRetention::branch(None, None, None),
-                    ),
-                },
-            ];
+            // 4'. The server writes the metadata file (and deletes old ones as it is set to);
+            // it applies the changes only if the table is still the one we loaded and
+            // `main` still points at our parent.
+            let (requirements, mut updates) = super::rest::snapshot_commit(metadata, snapshot);
             if !expiry.snapshot_ids.is_empty() {
                 updates.push(TableUpdate::RemoveSnapshots {
                     snapshot_ids: expiry.snapshot_ids.clone(),
                 });
             }
             let committed = rest.commit(table, requirements, updates, claim).await?;
-            super::metrics::lake_metrics().committed(
-                &name,
-                added_files,
-                added_bytes,
-                added_records,
-            );
-            tracing::debug!(
-                table = %name,
-                added_files,
-                added_delete_files = added_delete_count,
-                removed_files,
-                rewritten_entries,
-                snapshots = committed.metadata().snapshots().count(),
-                "committed a snapshot"
-            );
-            // The metadata files are the server's; the data and manifests only the expired
-            // snapshots used are ours to delete.
-            if config.retain_snapshots > 0 && !expiry.files.is_empty() {
-                retention::delete_files(table, expiry.files).await;
-            }
-            return Ok(committed);
+            (committed, Vec::new())
+        }
+        CatalogWriter::Sql(pool) => {
+            let built = metadata
+                .clone()
+                .into_builder(Some(current_location.clone()))
+                .add_snapshot(snapshot)
+                .and_then(|b| {
+                    b.set_ref(
+                        MAIN_BRANCH,
+                        SnapshotReference::new(id, SnapshotRetention::branch(None, None, None)),
+                    )
+                })
+                .map(|b| b.remove_snapshots(&expiry.snapshot_ids))
+                .and_then(|b| b.build())
+                .map_err(err(format!("building the next metadata of {name}")))?;
+            let new_metadata = built.metadata;
+            let new_location = MetadataLocation::from_str(&current_location)
+                .map_err(err(format!("parsing the metadata location of {name}")))?
+                // A new file (next version, new uuid): the current one is never written
+                // over, so a crash mid-write leaves the committed metadata intact.
+                .with_next_version();
+            new_metadata
+                .write_to(file_io, &new_location)
+                .await
+                .map_err(err(format!("writing the metadata file of {name}")))?;
+
+            // 4. Compare-and-swap the catalog row.
+            let new_location = new_location.to_string();
+            swap_metadata_location(config, pool, table, &current_location, &new_location, claim)
+                .await?;
+            let committed = Table::builder()
+                .metadata(new_metadata)
+                .metadata_location(new_location)
+                .identifier(table.identifier().clone())
+                .file_io(file_io.clone())
+                .runtime(
+                    iceberg::Runtime::try_current()
+                        .map_err(err(format!("reloading {name}: no async runtime")))?,
+                )
+                .build()
+                .map_err(err(format!("reloading {name}")))?;
+            // The metadata files that fell off the metadata log (Iceberg's
+            // `write.metadata.delete-after-commit.enabled`; the log keeps
+            // `write.metadata.previous-versions-max`, 100).
+            let old_metadata = built
+                .expired_metadata_logs
+                .into_iter()
+                .map(|log| log.metadata_file)
+                .collect();
+            (committed, old_metadata)
         }
     };
-    let built = metadata
-        .clone()
-        .into_builder(Some(current_location.clone()))
-        .add_snapshot(snapshot)
-        .and_then(|b| {
-            b.set_ref(
-                MAIN_BRANCH,
-                SnapshotReference::new(id, SnapshotRetention::branch(None, None, None)),
-            )
-        })
-        .map(|b| b.remove_snapshots(&expiry.snapshot_ids))
-        .and_then(|b| b.build())
-        .map_err(err(format!("building the next metadata of {name}")))?;
-    let new_metadata = built.metadata;
-    let new_location = MetadataLocation::from_str(&current_location)
-        .map_err(err(format!("parsing the metadata location of {name}")))?
-        // A new file (next version, new uuid): the current one is never written over, so a
-        // crash mid-write leaves the committed metadata intact.
-        .with_next_version();
-    new_metadata
-        .write_to(file_io, &new_location)
-        .await
-        .map_err(err(format!("writing the metadata file of {name}")))?;
-
-    // 4. Compare-and-swap the catalog row.
-    let new_location = new_location.to_string();
-    swap_metadata_location(config, pool, table, &current_location, &new_location, claim).await?;
     super::metrics::lake_metrics().committed(&name, added_files, added_bytes, added_records);
     tracing::debug!(
         table = %name,
@@ -682,34 +667,18 @@ pub(crate) async fn commit_snapshot(
         added_delete_files = added_delete_count,
         removed_files,
         rewritten_entries,
-        snapshots = new_metadata.snapshots().count(),
+        snapshots = committed.metadata().snapshots().count(),
         "committed a snapshot"
     );
-    // 5. Committed: delete what only the expired snapshots used, and, with a retention set,
-    // the metadata files that fell off the metadata log (Iceberg's
-    // `write.metadata.delete-after-commit.enabled`; the log keeps
-    // `write.metadata.previous-versions-max`, 100).
+    // 5. Committed: with a retention set, delete what only the expired snapshots used and
+    // the metadata files we wrote that fell off the log.
     if config.retain_snapshots > 0 {
         if !expiry.snapshot_ids.is_empty() {
             tracing::debug!(table = %name, snapshots = expiry.snapshot_ids.len(), files = expiry.files.len(), "expired snapshots");
         }
-        let old_metadata = built
-            .expired_metadata_logs
-            .into_iter()
-            .map(|log| log.metadata_file);
         retention::delete_files(table, expiry.files.into_iter().chain(old_metadata)).await;
     }
-    Table::builder()
-        .metadata(new_metadata)
-        .metadata_location(new_location)
-        .identifier(table.identifier().clone())
-        .file_io(file_io.clone())
-        .runtime(
-            iceberg::Runtime::try_current()
-                .map_err(err(format!("reloading {name}: no async runtime")))?,
-        )
-        .build()
-        .map_err(err(format!("reloading {name}")))
+    Ok(committed)
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use iceberg::spec::{
     ManifestListWriter, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
-    MAIN_BRANCH,
+    TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent, TableRequirement, TableUpdate};
@@ -289,25 +289,7 @@ impl RestWriter {
                 .with_schema_id(metadata.current_schema_id())
                 .with_timestamp_ms(super::commit::now_ms())
                 .build();
-            let requirements = vec![
-                TableRequirement::UuidMatch {
-                    uuid: metadata.uuid(),
-                },
-                TableRequirement::RefSnapshotIdMatch {
-                    r#ref: MAIN_BRANCH.to_string(),
-                    snapshot_id: parent,
-                },
-            ];
-            let mut updates = vec![
-                TableUpdate::AddSnapshot { snapshot },
-                TableUpdate::SetSnapshotRef {
-                    ref_name: MAIN_BRANCH.to_string(),
-                    reference: SnapshotReference::new(
-                        id,
-                        SnapshotRetention::branch(None, None, None),
-                    ),
-                },
-            ];
+            let (requirements, mut updates) = snapshot_commit(metadata, snapshot);
             // Old claims are history nobody reads: keep the last few.
             let old: Vec<i64> = metadata
                 .snapshots()
@@ -368,6 +350,36 @@ impl RestWriter {
         );
         super::commit::ensure_table(self.catalog.as_ref(), &def).await
     }
+}
+
+/// What makes `snapshot` (a child of the table's current snapshot) the table's `main`: the
+/// requirements the server checks (the same table, `main` still at the snapshot's parent)
+/// and the updates it then applies.
+pub(crate) fn snapshot_commit(
+    metadata: &TableMetadata,
+    snapshot: Snapshot,
+) -> (Vec<TableRequirement>, Vec<TableUpdate>) {
+    let requirements = vec![
+        TableRequirement::UuidMatch {
+            uuid: metadata.uuid(),
+        },
+        TableRequirement::RefSnapshotIdMatch {
+            r#ref: MAIN_BRANCH.to_string(),
+            snapshot_id: snapshot.parent_snapshot_id(),
+        },
+    ];
+    let reference = SnapshotReference::new(
+        snapshot.snapshot_id(),
+        SnapshotRetention::branch(None, None, None),
+    );
+    let updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: MAIN_BRANCH.to_string(),
+            reference,
+        },
+    ];
+    (requirements, updates)
 }
 
 /// The table that holds lease `writer`: `alluvium.<writer>_lease`, `-` and `.` made `_`.
