@@ -18,7 +18,8 @@ use rand::Rng;
 mod common;
 use common::{
     alluvium, assert_matches_expected, assert_warehouse_matches, case, fresh_database,
-    later_claim_fences_the_earlier, load_sample as load, ok, psql, service_env, sorted_csv, unique,
+    later_claim_fences_the_earlier, load_sample as load, ok, psql, run_into_lake, service_env,
+    sorted_csv, unique,
 };
 
 fn prefix(name: &str) -> String {
@@ -141,6 +142,15 @@ fn assert_manifests_merged(config: &LakeConfig, most: usize) {
         Ok(())
     })
     .unwrap();
+}
+
+/// `alluvium lake export` of the lake given by `lake` (flags) into `out`, compared with
+/// `expected/`.
+fn export_matches_expected(lake: &[&str], out: &Path) {
+    let mut args = vec!["lake", "export", "--out", out.to_str().unwrap()];
+    args.extend(lake);
+    ok(args);
+    assert_matches_expected(out);
 }
 
 /// A lake in the catalog `uri` with its warehouse on the test S3 server at `endpoint`.
@@ -298,27 +308,14 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         "--s3-endpoint",
         endpoint.as_str(),
     ];
-    let s3_state = dir.path().join("s3-state");
-    let mut run = vec![
-        "run",
-        "--topic-prefix",
+    run_into_lake(
         &prefix,
-        "--state",
-        s3_state.to_str().unwrap(),
-        "--until-idle",
-        "--epoch-records",
-        "100",
+        &dir.path().join("s3-state"),
+        &lake_flags,
         // The lake commits the epochs of each 100 ms together.
-        "--lake-commit-ms",
-        "100",
-    ];
-    run.extend(lake_flags);
-    ok(run);
-    let s3_export = dir.path().join("s3-csv");
-    let mut export = vec!["lake", "export", "--out", s3_export.to_str().unwrap()];
-    export.extend(lake_flags);
-    ok(export);
-    assert_matches_expected(&s3_export);
+        &["--epoch-records", "100", "--lake-commit-ms", "100"],
+    );
+    export_matches_expected(&lake_flags, &dir.path().join("s3-csv"));
     let s3_config = s3_lake(&catalog_uri, &s3_warehouse, &endpoint);
     assert_bronze_exact(&s3_config);
     let uri = format!("sqlite:///{}", catalog_db.display());
@@ -339,26 +336,13 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
         "--lake-catalog-uri",
         catalog_url.as_str(),
     ];
-    let pg_state = dir.path().join("pg-state");
-    let mut run = vec![
-        "run",
-        "--topic-prefix",
+    run_into_lake(
         &prefix,
-        "--state",
-        pg_state.to_str().unwrap(),
-        "--until-idle",
-        "--epoch-records",
-        "100000",
-        "--epoch-ms",
-        "60000",
-    ];
-    run.extend(pg_flags);
-    ok(run);
-    let pg_export = dir.path().join("pg-csv");
-    let mut export = vec!["lake", "export", "--out", pg_export.to_str().unwrap()];
-    export.extend(pg_flags);
-    ok(export);
-    assert_matches_expected(&pg_export);
+        &dir.path().join("pg-state"),
+        &pg_flags,
+        &["--epoch-records", "100000", "--epoch-ms", "60000"],
+    );
+    export_matches_expected(&pg_flags, &dir.path().join("pg-csv"));
     let tables = psql(
         &catalog_url,
         "SELECT count(*) FROM iceberg_tables WHERE catalog_name = 'alluvium'",
@@ -838,26 +822,8 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
         server.url.as_str(),
     ];
     let state = dir.path().join("state");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--topic-prefix",
-            &prefix,
-            "--state",
-            state.to_str().unwrap(),
-            "--until-idle",
-        ];
-        args.extend(lake_flags);
-        args.extend(extra);
-        ok(args);
-    };
-    let export = |name: &str| {
-        let out = dir.path().join(name);
-        let mut args = vec!["lake", "export", "--out", out.to_str().unwrap()];
-        args.extend(lake_flags);
-        ok(args);
-        assert_matches_expected(&out);
-    };
+    let run = |extra: &[&str]| run_into_lake(&prefix, &state, &lake_flags, extra);
+    let export = |name: &str| export_matches_expected(&lake_flags, &dir.path().join(name));
     run(&[
         "-w",
         "2",
@@ -947,24 +913,13 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
         "--s3-endpoint",
         endpoint.as_str(),
     ];
-    let s3_state = dir.path().join("s3-state");
-    let mut args = vec![
-        "run",
-        "--topic-prefix",
+    run_into_lake(
         &prefix,
-        "--state",
-        s3_state.to_str().unwrap(),
-        "--until-idle",
-        "--epoch-records",
-        "100",
-    ];
-    args.extend(s3_flags);
-    ok(args);
-    let s3_export = dir.path().join("s3-csv");
-    let mut args = vec!["lake", "export", "--out", s3_export.to_str().unwrap()];
-    args.extend(s3_flags);
-    ok(args);
-    assert_matches_expected(&s3_export);
+        &dir.path().join("s3-state"),
+        &s3_flags,
+        &["--epoch-records", "100"],
+    );
+    export_matches_expected(&s3_flags, &dir.path().join("s3-csv"));
     let s3_config = s3_lake(&s3_server.url, &s3_warehouse, &endpoint);
     assert_bronze_exact(&s3_config);
     assert_engine_reads(

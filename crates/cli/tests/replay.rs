@@ -11,7 +11,7 @@ use alluvium_connectors::lake::{LakeConfig, Row, Value};
 use alluvium_medallion::lake::{bronze_defs, quarantine_def};
 
 mod common;
-use common::{alluvium, assert_matches_expected, load_sample, ok, unique};
+use common::{alluvium, assert_matches_expected, load_sample, ok, run_into_lake, unique};
 
 /// Bronze (without `_batch_id`, the epoch that wrote the row) and quarantine rows, sorted.
 fn recorded_rows(lake: &Path) -> Vec<(String, Vec<Row>)> {
@@ -33,22 +33,12 @@ fn recorded_rows(lake: &Path) -> Vec<(String, Vec<Row>)> {
 }
 
 fn run_into(prefix: &str, lake: &Path, state: &Path) {
-    ok([
-        "run",
-        "--topic-prefix",
+    run_into_lake(
         prefix,
-        "--state",
-        state.to_str().unwrap(),
-        "--until-idle",
-        "--lake",
-        lake.to_str().unwrap(),
-        "-w",
-        "2",
-        "--epoch-records",
-        "200",
-        "--epoch-ms",
-        "20",
-    ]);
+        state,
+        &["--lake", lake.to_str().unwrap()],
+        &["-w", "2", "--epoch-records", "200", "--epoch-ms", "20"],
+    );
 }
 
 #[test]

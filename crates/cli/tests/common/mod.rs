@@ -432,6 +432,22 @@ pub fn serve<S: AsRef<OsStr>>(args: &[S], announce: &str) -> Serving {
     }
 }
 
+/// `alluvium run --until-idle` over the topics of `prefix` into the lake given by `lake`
+/// (flags), with the run's own flags `extra`.
+pub fn run_into_lake(prefix: &str, state: &Path, lake: &[&str], extra: &[&str]) {
+    let mut args = vec![
+        "run",
+        "--topic-prefix",
+        prefix,
+        "--state",
+        state.to_str().unwrap(),
+        "--until-idle",
+    ];
+    args.extend(extra);
+    args.extend(lake);
+    ok(args);
+}
+
 /// An Iceberg REST catalog server (rustberg, installed by the test services) of this test's
 /// own, its catalog in memory and its tables under `warehouse` (`file:///…`, or
 /// `s3://bucket/prefix` on the test S3 server); killed when dropped. `url` is its base URL,

@@ -30,7 +30,7 @@ use alluvium_engine::{Checkpoint, Epoch, Positions};
 use iceberg::spec::{
     DataContentType, DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile,
     ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, Summary, MAIN_BRANCH,
+    SnapshotReference, SnapshotRetention, Summary, TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -570,18 +570,15 @@ pub(crate) async fn commit_snapshot(
     } else {
         Operation::Overwrite
     };
-    let snapshot = Snapshot::builder()
-        .with_manifest_list(list_path)
-        .with_snapshot_id(id)
-        .with_parent_snapshot_id(parent)
-        .with_sequence_number(sequence)
-        .with_summary(Summary {
+    let snapshot = next_snapshot(
+        metadata,
+        id,
+        list_path,
+        Summary {
             operation,
             additional_properties: properties,
-        })
-        .with_schema_id(metadata.current_schema_id())
-        .with_timestamp_ms(now_ms())
-        .build();
+        },
+    );
     let current_location = table
         .metadata_location()
         .ok_or_else(|| LakeError::Data(format!("table {name} has no metadata location")))?
@@ -681,7 +678,26 @@ pub(crate) async fn commit_snapshot(
     Ok(committed)
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Snapshot `id` of a table at `metadata`: a child of its current snapshot, with the next
+/// sequence number, the manifest list at `list_path` and `summary`.
+pub(crate) fn next_snapshot(
+    metadata: &TableMetadata,
+    id: i64,
+    list_path: String,
+    summary: Summary,
+) -> Snapshot {
+    Snapshot::builder()
+        .with_manifest_list(list_path)
+        .with_snapshot_id(id)
+        .with_parent_snapshot_id(metadata.current_snapshot_id())
+        .with_sequence_number(metadata.next_sequence_number())
+        .with_summary(summary)
+        .with_schema_id(metadata.current_schema_id())
+        .with_timestamp_ms(now_ms())
+        .build()
+}
+
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

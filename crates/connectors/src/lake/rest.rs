@@ -274,21 +274,18 @@ impl RestWriter {
             list.close()
                 .await
                 .map_err(|e| LakeError::iceberg(format!("writing the lease {ident}"), e))?;
-            let snapshot = Snapshot::builder()
-                .with_manifest_list(list_path)
-                .with_snapshot_id(id)
-                .with_parent_snapshot_id(parent)
-                .with_sequence_number(sequence)
-                .with_summary(Summary {
+            let snapshot = super::commit::next_snapshot(
+                metadata,
+                id,
+                list_path,
+                Summary {
                     operation: Operation::Append,
                     additional_properties: HashMap::from([(
                         HOLDER_PROPERTY.to_string(),
                         holder.to_string(),
                     )]),
-                })
-                .with_schema_id(metadata.current_schema_id())
-                .with_timestamp_ms(super::commit::now_ms())
-                .build();
+                },
+            );
             let (requirements, mut updates) = snapshot_commit(metadata, snapshot);
             // Old claims are history nobody reads: keep the last few.
             let old: Vec<i64> = metadata
