@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use alluvium_connectors::lake::{LakeConfig, S3Options};
+use alluvium_connectors::secret::Secret;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
@@ -25,7 +26,7 @@ pub struct LakeArgs {
     pub lake_catalog_uri: Option<String>,
     /// Bearer token for a REST catalog.
     #[arg(long, env = "ALLUVIUM_LAKE_CATALOG_TOKEN", hide_env_values = true)]
-    pub lake_catalog_token: Option<String>,
+    pub lake_catalog_token: Option<Secret>,
     /// Catalog name (PyIceberg's `SqlCatalog(NAME, …)` must use the same).
     #[arg(long, default_value = "alluvium")]
     pub lake_catalog_name: String,
@@ -64,7 +65,7 @@ pub struct S3Args {
     pub s3_access_key_id: Option<String>,
     /// S3 secret access key.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
     /// Virtual-hosted-style S3 addressing instead of path style.
     #[arg(long)]
     pub s3_virtual_hosted: bool,
@@ -219,4 +220,48 @@ pub fn maintain(args: MaintainArgs) -> Result<()> {
         println!("removed {removed} orphan files");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::LakeArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lake: LakeArgs,
+    }
+
+    #[test]
+    fn lake_options_print_no_credentials() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([
+            "alluvium",
+            "--lake-warehouse",
+            "s3://bucket/lake",
+            "--lake-catalog-uri",
+            "http://127.0.0.1:8181",
+            "--lake-catalog-token",
+            "token-abc",
+            "--s3-secret-access-key",
+            "key-xyz",
+        ])?;
+        let printed = format!("{:?} {:?}", cli.lake, cli.lake.config()?);
+        assert!(!printed.contains("token-abc"), "{printed}");
+        assert!(!printed.contains("key-xyz"), "{printed}");
+        let config = cli
+            .lake
+            .config()?
+            .ok_or_else(|| anyhow::anyhow!("no lake"))?;
+        assert_eq!(
+            config.catalog_token.as_ref().map(|t| t.expose()),
+            Some("token-abc")
+        );
+        assert_eq!(
+            config.s3.secret_access_key.as_ref().map(|t| t.expose()),
+            Some("key-xyz")
+        );
+        Ok(())
+    }
 }

@@ -21,6 +21,8 @@
 //! - [`cdc`]: PostgreSQL change data capture (pgoutput slot, consistent snapshot) into Kafka
 //!   as Debezium envelopes.
 //!
+//! - [`secret`]: credentials that print as `***`.
+//!
 //! All follow the same pattern:
 //! the engine owns epochs and the commit protocol; a connector only moves bytes.
 
@@ -31,4 +33,5 @@ pub mod files;
 pub mod kafka;
 pub mod lake;
 pub mod rest;
+pub mod secret;
 pub mod warehouse;

@@ -96,7 +96,7 @@ impl DropFolder {
             builder = builder.with_access_key_id(k);
         }
         if let Some(k) = &s3.secret_access_key {
-            builder = builder.with_secret_access_key(k);
+            builder = builder.with_secret_access_key(k.expose());
         }
         builder = builder.with_virtual_hosted_style_request(!s3.path_style);
         let store = builder.build().map_err(|e| bad(e.to_string()))?;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::CatalogWriter;
 use super::rest::RestWriter;
 use super::LakeError;
+use crate::secret::Secret;
 
 /// S3-compatible object storage settings (used when the warehouse is `s3://…`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +30,7 @@ pub struct S3Options {
     /// Access key id.
     pub access_key_id: Option<String>,
     /// Secret access key.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// Path-style addressing (needed by most self-hosted servers).
     pub path_style: bool,
 }
@@ -49,7 +50,7 @@ pub struct LakeConfig {
     pub catalog_uri: String,
     /// Bearer token sent to a REST catalog (`None`: no `Authorization` header).
     #[serde(default)]
-    pub catalog_token: Option<String>,
+    pub catalog_token: Option<Secret>,
     /// Warehouse root: `file:///abs/dir` or `s3://bucket/prefix`.
     pub warehouse: String,
     /// Object storage settings for `s3://` warehouses.
@@ -164,7 +165,7 @@ impl LakeConfig {
                 props.insert(S3_ACCESS_KEY_ID.to_string(), v.clone());
             }
             if let Some(v) = &s3.secret_access_key {
-                props.insert(S3_SECRET_ACCESS_KEY.to_string(), v.clone());
+                props.insert(S3_SECRET_ACCESS_KEY.to_string(), v.expose().to_owned());
             }
             props.insert(S3_PATH_STYLE_ACCESS.to_string(), s3.path_style.to_string());
         }
@@ -189,7 +190,7 @@ impl LakeConfig {
                 self.warehouse.clone(),
             );
             if let Some(token) = &self.catalog_token {
-                props.insert("token".to_string(), token.clone());
+                props.insert("token".to_string(), token.expose().to_owned());
             }
             let catalog = RestCatalogBuilder::default()
                 .with_storage_factory(Arc::new(factory))

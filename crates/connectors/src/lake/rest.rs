@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lease::Claim;
 use super::{LakeConfig, LakeError};
+use crate::secret::Secret;
 
 /// Namespace of the lease tables.
 const LEASE_NAMESPACE: &str = "alluvium";
@@ -48,7 +49,7 @@ pub(crate) struct RestWriter {
     http: reqwest::Client,
     /// `{uri}/v1` or `{uri}/v1/{prefix}`.
     base: reqwest::Url,
-    token: Option<String>,
+    token: Option<Secret>,
     catalog: Arc<dyn Catalog>,
     /// Whether the server implements multi-table transactions.
     transactions: bool,
@@ -111,7 +112,7 @@ impl RestWriter {
             .get(format!("{uri}/v1/config"))
             .query(&[("warehouse", config.warehouse.as_str())]);
         if let Some(token) = &config.catalog_token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.expose());
         }
         let context = format!("reading the REST catalog's configuration at {uri}/v1/config");
         let response = request
@@ -157,7 +158,7 @@ impl RestWriter {
             .extend(segments);
         let request = self.http.post(url);
         Ok(match &self.token {
-            Some(token) => request.bearer_auth(token),
+            Some(token) => request.bearer_auth(token.expose()),
             None => request,
         })
     }

@@ -1,0 +1,93 @@
+//! Credentials that must not end up in logs.
+//!
+//! Configurations derive `Debug`, and a `{:?}` of one lands in a log or a panic message
+//! sooner or later. A credential held as a [`Secret`] prints as `***` there; its value is
+//! read only where it is sent ([`Secret::expose`]). It is still an ordinary value otherwise:
+//! compared, cloned, (de)serialized as a plain string and parsed from a command line.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A credential (token, password, secret key) that `Debug` and `Display` print as `***`.
+///
+/// ```
+/// use alluvium_connectors::secret::Secret;
+///
+/// let token = Secret::from("s3cr3t");
+/// assert_eq!(format!("{token:?} {token}"), "*** ***");
+/// assert_eq!(token.expose(), "s3cr3t");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret::from(s))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::{LakeConfig, S3Options};
+
+    #[test]
+    fn configurations_print_no_credentials() {
+        let mut config = LakeConfig::new("http://127.0.0.1:8181", "s3://bucket/lake");
+        config.catalog_token = Some("token-abc".into());
+        config.s3 = S3Options {
+            access_key_id: Some("AKIA".into()),
+            secret_access_key: Some("key-xyz".into()),
+            ..S3Options::default()
+        };
+        let printed = format!("{config:?} {config:#?}");
+        assert!(!printed.contains("token-abc"), "{printed}");
+        assert!(!printed.contains("key-xyz"), "{printed}");
+        assert!(printed.contains("catalog_token: Some(***)"), "{printed}");
+        assert!(
+            printed.contains("AKIA"),
+            "the key id is not a secret: {printed}"
+        );
+        // Still a plain string on the wire and in files.
+        let json = serde_json::to_string(&config.catalog_token).unwrap_or_default();
+        assert_eq!(json, "\"token-abc\"");
+        let back: Option<Secret> = serde_json::from_str(&json).unwrap_or(None);
+        assert_eq!(back, config.catalog_token);
+    }
+}
