@@ -66,6 +66,18 @@ fn assert_engine_reads(
     s3_endpoint: Option<&str>,
     out: &Path,
 ) {
+    assert_engine_reads_with_token(engine, uri, warehouse, s3_endpoint, None, out);
+}
+
+/// [`assert_engine_reads`] sending a REST catalog `token`.
+fn assert_engine_reads_with_token(
+    engine: &str,
+    uri: &str,
+    warehouse: &str,
+    s3_endpoint: Option<&str>,
+    token: Option<&str>,
+    out: &Path,
+) {
     let python = service_env("ALLUVIUM_PYTHON");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/read_lake.py");
     let mut cmd = Command::new(python);
@@ -75,6 +87,10 @@ fn assert_engine_reads(
     if let Some(e) = s3_endpoint {
         cmd.arg(e);
     }
+    match token {
+        Some(token) => cmd.env("ALLUVIUM_LAKE_CATALOG_TOKEN", token),
+        None => cmd.env_remove("ALLUVIUM_LAKE_CATALOG_TOKEN"),
+    };
     let output = cmd.output().expect("running python");
     assert!(
         output.status.success(),
@@ -941,4 +957,93 @@ fn a_later_claim_fences_the_earlier_committer_in_a_rest_catalog() {
     let warehouse = format!("file://{}", dir.path().join("warehouse").display());
     let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
     later_claim_fences_in(&LakeConfig::new(server.url.clone(), warehouse));
+}
+
+/// A REST catalog that authenticates (API keys sent as bearer tokens): the pipeline's every
+/// request carries the configured token. Without one, or with a key that may only read, a
+/// run stops before it consumes anything, with the catalog's refusal (401 / 403, not
+/// retried as a failure of the catalog); with a writer's key it commits the sample exactly,
+/// and a reader's key reads it back (our export and PyIceberg).
+#[test]
+fn a_rest_catalog_with_api_keys_admits_only_a_writer() {
+    const WRITER: &str = "rb_alluvium_writer_0123456789";
+    const READER: &str = "rb_alluvium_reader_0123456789";
+    let prefix = prefix("restauth");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let server = common::rest_catalog_with_keys(
+        &warehouse,
+        &dir.path().join("rustberg.log"),
+        &[("writer", WRITER), ("reader", READER)],
+    );
+    let lake_flags = [
+        "--lake-warehouse",
+        warehouse.as_str(),
+        "--lake-catalog-uri",
+        server.url.as_str(),
+    ];
+    let state = dir.path().join("state");
+    let refused = |token: Option<&str>, status: &str| {
+        let mut args = vec![
+            "run",
+            "--topic-prefix",
+            prefix.as_str(),
+            "--state",
+            state.to_str().unwrap(),
+            "--until-idle",
+        ];
+        args.extend(lake_flags);
+        let mut cmd = alluvium(&args);
+        match token {
+            Some(t) => cmd.env("ALLUVIUM_LAKE_CATALOG_TOKEN", t),
+            None => cmd.env_remove("ALLUVIUM_LAKE_CATALOG_TOKEN"),
+        };
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{token:?} was admitted: {stderr}");
+        assert!(stderr.contains(status), "{token:?}: {stderr}");
+        assert!(!stderr.contains("transient"), "{token:?}: {stderr}");
+        assert!(!stderr.contains(READER), "the token was printed: {stderr}");
+    };
+    refused(None, "HTTP 401");
+    refused(Some(READER), "HTTP 403");
+    assert_eq!(
+        parquet_files(&dir.path().join("warehouse")),
+        0,
+        "a refused run wrote data"
+    );
+
+    run_into_lake(
+        &prefix,
+        &state,
+        &[&lake_flags[..], &["--lake-catalog-token", WRITER]].concat(),
+        &["-w", "2", "--epoch-records", "200"],
+    );
+    export_matches_expected(
+        &[&lake_flags[..], &["--lake-catalog-token", READER]].concat(),
+        &dir.path().join("csv"),
+    );
+    assert_engine_reads_with_token(
+        "pyiceberg",
+        &server.url,
+        &warehouse,
+        None,
+        Some(READER),
+        &dir.path().join("py"),
+    );
+}
+
+/// The Parquet files under `dir`, recursively (0 when it does not exist).
+fn parquet_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| match p.is_dir() {
+            true => parquet_files(&p),
+            false => usize::from(p.extension().is_some_and(|x| x == "parquet")),
+        })
+        .sum()
 }

@@ -453,6 +453,13 @@ pub fn run_into_lake(prefix: &str, state: &Path, lake: &[&str], extra: &[&str]) 
 /// `s3://bucket/prefix` on the test S3 server); killed when dropped. `url` is its base URL,
 /// for `--lake-catalog-uri`; its log is `log`.
 pub fn rest_catalog(warehouse: &str, log: &Path) -> Serving {
+    rest_catalog_with_keys(warehouse, log, &[])
+}
+
+/// [`rest_catalog`] with authentication: it accepts only the API keys `keys`, each a
+/// `(role, secret)` (rustberg's built-in roles: `admin`, `writer`, `reader`), sent as
+/// `Authorization: Bearer <secret>`. Without keys it accepts every request.
+pub fn rest_catalog_with_keys(warehouse: &str, log: &Path, keys: &[(&str, &str)]) -> Serving {
     let port = stable_free_port();
     let config = log.with_extension("toml");
     // Requests are not rate-limited: a pipeline of small epochs commits a dozen tables many
@@ -470,15 +477,29 @@ pub fn rest_catalog(warehouse: &str, log: &Path) -> Serving {
             service_env("ALLUVIUM_S3_ENDPOINT")
         ));
     }
+    let mut command = Command::new(service_env("ALLUVIUM_RUSTBERG_BIN"));
+    for (i, (role, secret)) in keys.iter().enumerate() {
+        // The server reads each key's secret from the environment variable its entry names.
+        let var = format!("ALLUVIUM_TEST_CATALOG_KEY_{i}");
+        toml.push_str(&format!(
+            "[[server.auth.api_keys]]\nname = \"{role}-{i}\"\ntenant = \"default\"\n\
+             roles = [\"{role}\"]\nkey_env = \"{var}\"\n"
+        ));
+        command.env(var, secret);
+    }
     std::fs::write(&config, toml).expect("writing the REST catalog's configuration");
     let log = std::fs::File::create(log).expect("creating the REST catalog's log");
-    let child = Command::new(service_env("ALLUVIUM_RUSTBERG_BIN"))
+    command
         .arg("--config")
         .arg(&config)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--log-level", "warn"])
         // `--dev` allows `--no-auth` and plain HTTP on loopback.
-        .args(["--dev", "--no-auth", "--insecure-http"])
+        .args(["--dev", "--insecure-http"]);
+    if keys.is_empty() {
+        command.arg("--no-auth");
+    }
+    let child = command
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -490,7 +511,8 @@ pub fn rest_catalog(warehouse: &str, log: &Path) -> Serving {
         _stdout: None,
     };
     for _ in 0..300 {
-        if http_get_status(port, "/v1/config") == Some(200) {
+        // Up: it answers, whether or not it asks for a credential.
+        if matches!(http_get_status(port, "/v1/config"), Some(200 | 401)) {
             return serving;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));

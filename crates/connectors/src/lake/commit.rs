@@ -197,9 +197,21 @@ pub async fn ensure_table(
         .await
         .map_err(err(format!("looking up namespace {}", def.namespace)))?
     {
-        // A concurrent creator may win the race; the table check below settles it.
+        // A concurrent creator may win the race: then the namespace exists now. Otherwise the
+        // refusal itself (a catalog that denies this credential, say) is the error to report,
+        // not the table creation that would fail for want of a namespace.
         if let Err(e) = catalog.create_namespace(&namespace, HashMap::new()).await {
-            tracing::debug!(error = %e, namespace = %def.namespace, "namespace creation raced");
+            match catalog.namespace_exists(&namespace).await {
+                Ok(true) => {
+                    tracing::debug!(error = %e, namespace = %def.namespace, "namespace creation raced")
+                }
+                _ => {
+                    return Err(LakeError::iceberg(
+                        format!("creating namespace {}", def.namespace),
+                        e,
+                    ))
+                }
+            }
         }
     }
     let ident = TableIdent::new(namespace.clone(), def.name.clone());

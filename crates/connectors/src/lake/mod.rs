@@ -123,9 +123,16 @@ pub enum LakeError {
 
 impl LakeError {
     pub(crate) fn iceberg(context: String, source: iceberg::Error) -> Self {
-        LakeError::Iceberg {
-            context,
-            source: Box::new(source),
+        match rest_refusal(&source) {
+            Some((status, message)) => LakeError::Rest {
+                context,
+                status: Some(status),
+                message,
+            },
+            None => LakeError::Iceberg {
+                context,
+                source: Box::new(source),
+            },
         }
     }
 
@@ -151,6 +158,32 @@ impl LakeError {
             _ => false,
         }
     }
+}
+
+/// A REST catalog's refusal as iceberg-rust reports it: an `Unexpected` error whose context
+/// holds the HTTP `status` (and every response header) and the server's `json` answer. The
+/// crate offers no accessor for the context, so it is read from the error's text. Returns
+/// the status and the server's message (`error.message`; the error's own text when the
+/// answer has none), so that a refused credential reads "HTTP 403: …" and is not retried
+/// as if the catalog had failed.
+fn rest_refusal(e: &iceberg::Error) -> Option<(u16, String)> {
+    if e.kind() != iceberg::ErrorKind::Unexpected {
+        return None;
+    }
+    let text = e.to_string();
+    let at = text.find("status: ")? + "status: ".len();
+    let status: u16 = text.get(at..at + 3)?.parse().ok()?;
+    let message = text
+        .find("json: ")
+        .and_then(|at| {
+            let answer = serde_json::Deserializer::from_str(&text[at + "json: ".len()..])
+                .into_iter::<serde_json::Value>()
+                .next()?
+                .ok()?;
+            Some(answer.pointer("/error/message")?.as_str()?.to_owned())
+        })
+        .unwrap_or_else(|| e.message().to_owned());
+    Some((status, message))
 }
 
 impl From<LakeError> for alluvium_engine::SinkError {
@@ -187,6 +220,28 @@ mod tests {
             rest(Some(403)).to_string(),
             "committing silver.orders in the REST catalog: HTTP 403: the server said so"
         );
+        // iceberg-rust's report of a refusal (its REST client's shape): read as one.
+        let refusal = iceberg::Error::new(
+            iceberg::ErrorKind::Unexpected,
+            "Received response with unexpected status code",
+        )
+        .with_context("status", "403 Forbidden")
+        .with_context("headers", r#"{"content-type": "application/json"}"#)
+        .with_context(
+            "json",
+            r#"{"error":{"message":"No policy permits 'create'","type":"ForbiddenException","code":403}}"#,
+        );
+        let e = LakeError::iceberg("creating namespace bronze".into(), refusal);
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "creating namespace bronze: HTTP 403: No policy permits 'create'"
+        );
+        let unavailable = iceberg::Error::new(iceberg::ErrorKind::Unexpected, "unexpected")
+            .with_context("status", "503 Service Unavailable");
+        let e = LakeError::iceberg("loading bronze.orders".into(), unavailable);
+        assert!(e.is_transient());
+        assert_eq!(e.to_string(), "loading bronze.orders: HTTP 503: unexpected");
         assert_eq!(
             rest(None).to_string(),
             "committing silver.orders in the REST catalog: the server said so"
