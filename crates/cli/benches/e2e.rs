@@ -11,7 +11,9 @@
 //!
 //! `ALLUVIUM_BENCH_BACKLOG=1` produces every event before the pipeline starts and reports how
 //! fast it catches up (events/s, the pipeline's and the machine's CPU time per 1k events);
-//! `ALLUVIUM_BENCH_ARGS` adds options to `alluvium run`.
+//! `ALLUVIUM_BENCH_ARGS` adds options to `alluvium run`; `ALLUVIUM_BENCH_LAKE_ARGS` replaces
+//! its `--lake <tempdir>` (e.g. `--lake-warehouse file:///… --lake-catalog-uri http://…` for a
+//! REST catalog).
 //!
 //! Needs the test services: `scripts/services.sh up && source $ALLUVIUM_SERVICES_DIR/env`,
 //! then `cargo bench -p alluvium-cli --bench e2e`. Without them it says so and exits.
@@ -193,8 +195,7 @@ fn run_at(brokers: &str, admin_url: &str, rate: usize, seconds: u64, backlog: bo
             "--state",
         ])
         .arg(lake.path().join("state"))
-        .arg("--lake")
-        .arg(lake.path().join("lake"))
+        .args(lake_args(&lake.path().join("lake")))
         .args(["--warehouse-url", &url, "-w", "2", "--epoch-ms", "200"])
         // More `alluvium run` options, for trying settings: ALLUVIUM_BENCH_ARGS="--opt value".
         .args(
@@ -382,5 +383,13 @@ fn main() {
     let backlog = std::env::var("ALLUVIUM_BENCH_BACKLOG").is_ok_and(|v| v == "1");
     for rate in rates {
         run_at(&brokers, &pg, rate, seconds, backlog);
+    }
+}
+
+/// Where `alluvium run` commits the lake: `ALLUVIUM_BENCH_LAKE_ARGS`, or a local lake in `dir`.
+fn lake_args(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    match std::env::var("ALLUVIUM_BENCH_LAKE_ARGS") {
+        Ok(args) => args.split_whitespace().map(Into::into).collect(),
+        Err(_) => vec!["--lake".into(), dir.into()],
     }
 }

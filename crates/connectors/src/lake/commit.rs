@@ -591,10 +591,6 @@ pub(crate) async fn commit_snapshot(
             additional_properties: properties,
         },
     );
-    let current_location = table
-        .metadata_location()
-        .ok_or_else(|| LakeError::Data(format!("table {name} has no metadata location")))?
-        .to_string();
     // 3b. Drop the oldest snapshots beyond the retention, in this same metadata file. A
     // failure to plan it only postpones it: the commit goes on without.
     let expiry = retention::plan(table, config.retain_snapshots)
@@ -619,6 +615,10 @@ pub(crate) async fn commit_snapshot(
             (committed, Vec::new())
         }
         CatalogWriter::Sql(pool) => {
+            let current_location = table
+                .metadata_location()
+                .ok_or_else(|| LakeError::Data(format!("table {name} has no metadata location")))?
+                .to_string();
             let built = metadata
                 .clone()
                 .into_builder(Some(current_location.clone()))

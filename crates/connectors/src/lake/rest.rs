@@ -76,8 +76,8 @@ const TRANSACTIONS_ENDPOINT: &str = "POST /v1/{prefix}/transactions/commit";
 #[derive(Serialize)]
 struct CommitTableRequest<'a> {
     identifier: &'a TableIdent,
-    requirements: Vec<TableRequirement>,
-    updates: Vec<TableUpdate>,
+    requirements: &'a [TableRequirement],
+    updates: &'a [TableUpdate],
 }
 
 #[derive(Serialize)]
@@ -175,11 +175,12 @@ impl RestWriter {
         let ident = table.identifier();
         let entry = CommitTableRequest {
             identifier: ident,
-            requirements,
-            updates,
+            requirements: &requirements,
+            updates: &updates,
         };
         let context = format!("committing {ident} in the REST catalog");
         let lease_ident;
+        let lease_requirement;
         let response = match claim.and_then(|c| c.lease_snapshot.map(|s| (c, s))) {
             None => {
                 // Namespace levels are joined by the unit separator (REST spec).
@@ -191,13 +192,14 @@ impl RestWriter {
             }
             Some((claim, lease_snapshot)) => {
                 lease_ident = lease_table(&claim.writer);
+                lease_requirement = [TableRequirement::RefSnapshotIdMatch {
+                    r#ref: MAIN_BRANCH.to_string(),
+                    snapshot_id: Some(lease_snapshot),
+                }];
                 let lease = CommitTableRequest {
                     identifier: &lease_ident,
-                    requirements: vec![TableRequirement::RefSnapshotIdMatch {
-                        r#ref: MAIN_BRANCH.to_string(),
-                        snapshot_id: Some(lease_snapshot),
-                    }],
-                    updates: Vec::new(),
+                    requirements: &lease_requirement,
+                    updates: &[],
                 };
                 let body = CommitTransactionRequest {
                     table_changes: vec![entry, lease],
@@ -228,11 +230,21 @@ impl RestWriter {
             return Err(LakeError::Conflict(ident.to_string()));
         }
         check(response, &context).await?;
-        // The transaction's answer carries no metadata: load the table as committed.
-        self.catalog
-            .load_table(ident)
-            .await
-            .map_err(|e| LakeError::iceberg(format!("reloading {ident} after its commit"), e))
+        // The server applied exactly these updates to the metadata they were checked against,
+        // which is the metadata we hold: apply them here too rather than load the table again
+        // (a `GET` of the whole metadata, up to hundreds of KB, per table per commit; a
+        // transaction's answer carries none). What differs from the server's copy (its
+        // metadata file's location and log, its update time) is nothing a commit reads. Should
+        // the local apply fail, the table is loaded as committed.
+        match applied(table, updates) {
+            Ok(committed) => Ok(committed),
+            Err(e) => {
+                tracing::debug!(table = %ident, error = %e, "loading the table after its commit");
+                self.catalog.load_table(ident).await.map_err(|e| {
+                    LakeError::iceberg(format!("reloading {ident} after its commit"), e)
+                })
+            }
+        }
     }
 
     /// Claims the lease `writer`: commits the next empty snapshot to its table (created on
@@ -350,6 +362,20 @@ impl RestWriter {
     }
 }
 
+/// `table` after `updates`, applied as the catalog applies them.
+fn applied(table: &Table, updates: Vec<TableUpdate>) -> iceberg::Result<Table> {
+    let mut builder = table.metadata().clone().into_builder(None);
+    for update in updates {
+        builder = update.apply(builder)?;
+    }
+    Table::builder()
+        .metadata(builder.build()?.metadata)
+        .identifier(table.identifier().clone())
+        .file_io(table.file_io().clone())
+        .runtime(iceberg::Runtime::try_current()?)
+        .build()
+}
+
 /// What makes `snapshot` (a child of the table's current snapshot) the table's `main`: the
 /// requirements the server checks (the same table, `main` still at the snapshot's parent)
 /// and the updates it then applies.
@@ -410,5 +436,70 @@ fn rest_error(context: &str, status: Option<u16>, message: String) -> LakeError 
         context: context.to_string(),
         status,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use iceberg::spec::{Operation, Summary};
+    use iceberg::TableUpdate;
+
+    use super::{applied, snapshot_commit};
+    use crate::lake::commit::{ensure_table, next_snapshot, snapshot_id};
+    use crate::lake::read::blocking;
+    use crate::lake::{Column, ColumnType, LakeConfig, LakeError, TableDef, TableMode};
+
+    /// A commit's updates applied to the metadata we hold give the table the catalog now has
+    /// (the snapshot is current, on its parent, with the next sequence number; expired
+    /// snapshots are gone), without falling back to loading it.
+    #[test]
+    fn commits_apply_locally_as_the_catalog_applies_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig::local(dir.path()).unwrap();
+        blocking(async {
+            let catalog = config.open_catalog().await?;
+            let def = TableDef::new(
+                "t",
+                "applied",
+                TableMode::Append,
+                vec![Column::optional("x", ColumnType::String)],
+            );
+            let mut table = ensure_table(catalog.as_ref(), &def).await?;
+            let mut ids = Vec::new();
+            for round in 0..5 {
+                let metadata = table.metadata();
+                let (id, sequence) = (snapshot_id(&table), metadata.next_sequence_number());
+                let list = format!("{}/metadata/snap-{id}.avro", metadata.location());
+                let summary = Summary {
+                    operation: Operation::Append,
+                    additional_properties: HashMap::new(),
+                };
+                let snapshot = next_snapshot(metadata, id, list, summary);
+                let (_, mut updates) = snapshot_commit(metadata, snapshot);
+                if round == 4 {
+                    updates.push(TableUpdate::RemoveSnapshots {
+                        snapshot_ids: ids[..2].to_vec(),
+                    });
+                }
+                table = applied(&table, updates)
+                    .map_err(|e| LakeError::iceberg("applying a commit".into(), e))?;
+                let current = table.metadata().current_snapshot().unwrap();
+                assert_eq!(current.snapshot_id(), id);
+                assert_eq!(current.sequence_number(), sequence);
+                assert_eq!(current.parent_snapshot_id(), ids.last().copied());
+                ids.push(id);
+            }
+            let kept: Vec<i64> = table
+                .metadata()
+                .snapshots()
+                .map(|s| s.snapshot_id())
+                .collect();
+            assert_eq!(kept.len(), 3);
+            assert!(ids[2..].iter().all(|id| kept.contains(id)));
+            Ok(())
+        })
+        .unwrap();
     }
 }
