@@ -330,3 +330,39 @@ fn a_later_claim_fences_the_earlier_warehouse_committer() {
         "2|2"
     );
 }
+
+/// Lost answers: every second `COMMIT` reaches PostgreSQL and commits, but the connection
+/// drops before the answer comes back. The retry finds its epoch with its positions already
+/// in `pipeline.progress` and counts it as committed — neither applying it twice nor taking
+/// it for another instance's commit (which would stop the run). The warehouse ends exact.
+#[test]
+fn a_warehouse_commit_whose_answer_is_lost_counts_once() {
+    let prefix = format!("{}-", unique("whlost"));
+    load(&prefix);
+    let url = fresh_database(&unique("whlost"));
+    let (authority, rest) = url
+        .trim_start_matches("postgresql://")
+        .split_once('/')
+        .unwrap();
+    let (user, upstream) = authority.split_once('@').unwrap();
+    // PostgreSQL's simple query `COMMIT` (what tokio-postgres sends to end a transaction).
+    let proxy = common::lossy_tcp_proxy(upstream, b"Q\0\0\0\x0bCOMMIT\0", 2);
+    let through_proxy = format!("postgresql://{user}@{}/{rest}", proxy.url);
+    let dir = tempfile::tempdir().unwrap();
+    let out = alluvium(run_args(
+        &prefix,
+        dir.path(),
+        &through_proxy,
+        &["--until-idle", "-w", "2"],
+    ))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lost = proxy.lost.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(lost >= 2, "only {lost} answers were lost");
+    assert_warehouse_matches(&url);
+}

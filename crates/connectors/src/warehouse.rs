@@ -846,20 +846,46 @@ impl PgCommitter {
                     .map_err(transient(&format!("upserting into {}", table.name)))?;
             }
         }
-        let positions = serde_json::to_string(positions)
+        let positions_json = serde_json::to_string(positions)
             .map_err(|e| SinkError::Fatal(format!("encoding positions: {e}")))?;
         let moved = tx
             .execute(
                 "INSERT INTO pipeline.progress (pipeline, epoch, positions) VALUES ($1, $2, $3::text::jsonb) \
                  ON CONFLICT (pipeline) DO UPDATE SET epoch = EXCLUDED.epoch, positions = EXCLUDED.positions, committed_at = now() \
                  WHERE pipeline.progress.epoch < EXCLUDED.epoch",
-                &[&self.pipeline, &(epoch as i64), &positions],
+                &[&self.pipeline, &(epoch as i64), &positions_json],
             )
             .await
             .map_err(transient("recording progress"))?;
         if moved != 1 {
-            // Another writer committed this epoch (or a later one): fence ourselves off.
+            // This epoch, with these positions, is already there: our own earlier attempt
+            // committed and only its answer was lost (the connection dropped during `COMMIT`).
+            // What this attempt applied again is already in the tables: done. (Another
+            // instance could not have committed it: its claim would have fenced us above.)
+            let found = tx
+                .query_opt(
+                    "SELECT epoch, positions::text FROM pipeline.progress WHERE pipeline = $1",
+                    &[&self.pipeline],
+                )
+                .await
+                .map_err(transient("reading progress"))?;
+            let committed = found.is_some_and(|row| {
+                row.get::<_, i64>(0) == epoch as i64
+                    && serde_json::from_str::<Positions>(row.get::<_, &str>(1))
+                        .ok()
+                        .as_ref()
+                        == Some(positions)
+            });
             let _ = tx.rollback().await;
+            if committed {
+                tracing::warn!(
+                    pipeline = %self.pipeline,
+                    epoch,
+                    "the warehouse already holds this epoch: an earlier attempt committed though its answer was lost"
+                );
+                return Ok(());
+            }
+            // Another writer committed this epoch (or a later one): fence ourselves off.
             return Err(SinkError::Fatal(format!(
                 "warehouse progress of `{}` is already at or past epoch {epoch}: a stale writer was fenced",
                 self.pipeline

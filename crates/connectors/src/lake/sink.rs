@@ -834,11 +834,25 @@ impl IcebergCommitter {
                         .load_table(&ident(&slot.def))
                         .await
                         .map_err(|e| LakeError::iceberg(format!("reloading {name}"), e))?;
-                    if let Some(found) = last_commit(&table)?.map(|c| c.epoch) {
-                        if Some(found) != *last_epoch {
+                    if let Some(found) = last_commit(&table)? {
+                        if Some(found.epoch) != *last_epoch {
+                            // The commit may have landed with its answer lost (a timeout, a
+                            // dropped connection): the table then holds this very epoch with
+                            // these very positions, and the epoch is done — committing it
+                            // again would apply its changes twice.
+                            if found.epoch == epoch
+                                && serde_json::from_str::<Positions>(positions).ok()
+                                    == Some(found.positions)
+                            {
+                                tracing::warn!(table = %name, epoch, error = %e, "the commit landed though its answer was lost");
+                                manifests.clear();
+                                slot.table = table;
+                                *last_epoch = Some(epoch);
+                                return Ok(());
+                            }
                             return Err(LakeError::Fenced {
                                 table: name,
-                                found,
+                                found: found.epoch,
                                 epoch,
                             });
                         }
