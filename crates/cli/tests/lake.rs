@@ -1086,3 +1086,48 @@ fn a_rest_commit_whose_answer_is_lost_counts_once() {
     assert_bronze_exact(&config);
     assert_each_epoch_once(&config);
 }
+
+/// A REST catalog that is not up yet when the pipeline starts (a deployment starting its
+/// services together): the claim and the checkpoints are retried with backoff, and the run
+/// goes on once the catalog answers, with exact tables.
+#[test]
+fn a_rest_catalog_that_starts_late_is_waited_for() {
+    let prefix = prefix("restlate");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let port = common::stable_free_port();
+    let uri = format!("http://127.0.0.1:{port}");
+    let lake_flags = [
+        "--lake-warehouse",
+        warehouse.as_str(),
+        "--lake-catalog-uri",
+        uri.as_str(),
+    ];
+    let state = dir.path().join("state");
+    let mut args = vec![
+        "run",
+        "--topic-prefix",
+        prefix.as_str(),
+        "--state",
+        state.to_str().unwrap(),
+        "--until-idle",
+    ];
+    args.extend(lake_flags);
+    let pipeline = alluvium(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _server = common::rest_catalog_on(port, &warehouse, &dir.path().join("rustberg.log"), &[]);
+    let out = pipeline.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the catalog was never waited for: {stderr}"
+    );
+    export_matches_expected(&lake_flags, &dir.path().join("csv"));
+}

@@ -7,6 +7,7 @@
 //! ([`alluvium_engine::barrier::after`]), so an epoch a rule refuses is committed nowhere.
 
 use alluvium_connectors::warehouse::PgSink;
+use alluvium_engine::sink::retry_transient;
 use alluvium_engine::sinks::file::FileSink;
 use alluvium_engine::{
     appended_epochs, commit_changes, consolidate_epochs, Checkpoint, Epoch, ResumePlan, Sink,
@@ -42,10 +43,15 @@ impl PipelineSinks {
             w.claim()?;
         }
         if let Some(l) = &self.lake {
-            // One lease for the three: the first claims it.
-            l.tables.claim()?;
-            l.quarantine.claim()?;
-            l.bronze.claim()?;
+            // One lease for the three: the first claims it. A catalog that is starting or a
+            // moment away is retried with backoff, as a commit would be (a claim whose answer
+            // was lost and that is claimed again only moves the generation once more).
+            retry_transient("claiming the lake", || {
+                l.tables.claim()?;
+                l.quarantine.claim()?;
+                l.bronze.claim()?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -62,9 +68,12 @@ impl PipelineSinks {
             out.push(w.checkpoint()?);
         }
         if let Some(l) = &self.lake {
-            out.extend(l.tables.table_checkpoints()?);
-            out.extend(l.quarantine.table_checkpoints()?);
-            out.extend(l.bronze.table_checkpoints()?);
+            out.extend(retry_transient("reading the lake's checkpoints", || {
+                let mut lake = l.tables.table_checkpoints()?;
+                lake.extend(l.quarantine.table_checkpoints()?);
+                lake.extend(l.bronze.table_checkpoints()?);
+                Ok(lake)
+            })?);
         }
         Ok(out)
     }

@@ -460,7 +460,11 @@ pub fn rest_catalog(warehouse: &str, log: &Path) -> Serving {
 /// `(role, secret)` (rustberg's built-in roles: `admin`, `writer`, `reader`), sent as
 /// `Authorization: Bearer <secret>`. Without keys it accepts every request.
 pub fn rest_catalog_with_keys(warehouse: &str, log: &Path, keys: &[(&str, &str)]) -> Serving {
-    let port = stable_free_port();
+    rest_catalog_on(stable_free_port(), warehouse, log, keys)
+}
+
+/// [`rest_catalog_with_keys`] on a given port (of [`stable_free_port`]).
+pub fn rest_catalog_on(port: u16, warehouse: &str, log: &Path, keys: &[(&str, &str)]) -> Serving {
     let config = log.with_extension("toml");
     // Requests are not rate-limited: a pipeline of small epochs commits a dozen tables many
     // times a second (rustberg's default would answer 429 after a burst of 200).
