@@ -346,12 +346,7 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
     // The PostgreSQL-backed catalog, data on local disk, one worker, one epoch.
     let catalog_url = fresh_database(&unique("catalog").to_lowercase());
     let pg_warehouse = format!("file://{}", dir.path().join("pg-warehouse").display());
-    let pg_flags = [
-        "--lake-warehouse",
-        pg_warehouse.as_str(),
-        "--lake-catalog-uri",
-        catalog_url.as_str(),
-    ];
+    let pg_flags = catalog_flags(pg_warehouse.as_str(), catalog_url.as_str());
     run_into_lake(
         &prefix,
         &dir.path().join("pg-state"),
@@ -829,14 +824,9 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
     let prefix = prefix("rest");
     load(&prefix);
     let dir = tempfile::tempdir().unwrap();
-    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
-    let lake_flags = [
-        "--lake-warehouse",
-        warehouse.as_str(),
-        "--lake-catalog-uri",
-        server.url.as_str(),
-    ];
+    let lake_flags = catalog_flags(warehouse.as_str(), server.url.as_str());
     let state = dir.path().join("state");
     let run = |extra: &[&str]| run_into_lake(&prefix, &state, &lake_flags, extra);
     let export = |name: &str| export_matches_expected(&lake_flags, &dir.path().join(name));
@@ -954,7 +944,7 @@ fn sample_through_a_rest_catalog_reads_back_exactly() {
 #[test]
 fn a_later_claim_fences_the_earlier_committer_in_a_rest_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
     later_claim_fences_in(&LakeConfig::new(server.url.clone(), warehouse));
 }
@@ -971,18 +961,13 @@ fn a_rest_catalog_with_api_keys_admits_only_a_writer() {
     let prefix = prefix("restauth");
     load(&prefix);
     let dir = tempfile::tempdir().unwrap();
-    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog_with_keys(
         &warehouse,
         &dir.path().join("rustberg.log"),
         &[("writer", WRITER), ("reader", READER)],
     );
-    let lake_flags = [
-        "--lake-warehouse",
-        warehouse.as_str(),
-        "--lake-catalog-uri",
-        server.url.as_str(),
-    ];
+    let lake_flags = catalog_flags(warehouse.as_str(), server.url.as_str());
     let state = dir.path().join("state");
     let refused = |token: Option<&str>, status: &str| {
         let mut args = vec![
@@ -1034,6 +1019,17 @@ fn a_rest_catalog_with_api_keys_admits_only_a_writer() {
     );
 }
 
+/// A warehouse on local disk under `dir`, as a `file://` URL.
+fn file_warehouse(dir: &Path) -> String {
+    format!("file://{}", dir.join("warehouse").display())
+}
+
+/// The flags of a lake in the catalog `uri` (a database or a REST catalog) with its warehouse
+/// at `warehouse`.
+fn catalog_flags<'a>(warehouse: &'a str, uri: &'a str) -> [&'a str; 4] {
+    ["--lake-warehouse", warehouse, "--lake-catalog-uri", uri]
+}
+
 /// The Parquet files under `dir`, recursively (0 when it does not exist).
 fn parquet_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -1058,15 +1054,10 @@ fn a_rest_commit_whose_answer_is_lost_counts_once() {
     let prefix = prefix("restlost");
     load(&prefix);
     let dir = tempfile::tempdir().unwrap();
-    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
     let proxy = common::lossy_proxy(&server.url, "/transactions/commit", 3);
-    let lake_flags = [
-        "--lake-warehouse",
-        warehouse.as_str(),
-        "--lake-catalog-uri",
-        proxy.url.as_str(),
-    ];
+    let lake_flags = catalog_flags(warehouse.as_str(), proxy.url.as_str());
     run_into_lake(
         &prefix,
         &dir.path().join("state"),
@@ -1075,12 +1066,7 @@ fn a_rest_commit_whose_answer_is_lost_counts_once() {
     );
     let lost = proxy.lost.load(std::sync::atomic::Ordering::SeqCst);
     assert!(lost >= 5, "only {lost} answers were lost");
-    let direct = [
-        "--lake-warehouse",
-        warehouse.as_str(),
-        "--lake-catalog-uri",
-        server.url.as_str(),
-    ];
+    let direct = catalog_flags(warehouse.as_str(), server.url.as_str());
     export_matches_expected(&direct, &dir.path().join("csv"));
     let config = LakeConfig::new(server.url.clone(), warehouse.clone());
     assert_bronze_exact(&config);
@@ -1095,15 +1081,10 @@ fn a_rest_catalog_that_starts_late_is_waited_for() {
     let prefix = prefix("restlate");
     load(&prefix);
     let dir = tempfile::tempdir().unwrap();
-    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let warehouse = file_warehouse(dir.path());
     let port = common::stable_free_port();
     let uri = format!("http://127.0.0.1:{port}");
-    let lake_flags = [
-        "--lake-warehouse",
-        warehouse.as_str(),
-        "--lake-catalog-uri",
-        uri.as_str(),
-    ];
+    let lake_flags = catalog_flags(warehouse.as_str(), uri.as_str());
     let state = dir.path().join("state");
     let mut args = vec![
         "run",
