@@ -490,14 +490,21 @@ fn assert_each_epoch_once(config: &LakeConfig) {
 
 /// Arguments of a small-epoch run of the sample into `lake`.
 fn small_epoch_run(prefix: &str, state: &Path, lake: &Path) -> Vec<String> {
+    small_epoch_run_into(prefix, state, &["--lake", lake.to_str().unwrap()])
+}
+
+/// Arguments of a small-epoch run of the sample into the lake of `lake_flags`.
+fn small_epoch_run_into(prefix: &str, state: &Path, lake_flags: &[&str]) -> Vec<String> {
     [
         "run",
         "--topic-prefix",
         prefix,
         "--state",
         state.to_str().unwrap(),
-        "--lake",
-        lake.to_str().unwrap(),
+    ]
+    .into_iter()
+    .chain(lake_flags.iter().copied())
+    .chain([
         "--epoch-records",
         "40",
         "--epoch-ms",
@@ -505,9 +512,8 @@ fn small_epoch_run(prefix: &str, state: &Path, lake: &Path) -> Vec<String> {
         "--max-inflight-epochs",
         "1",
         "--until-idle",
-    ]
-    .iter()
-    .map(|s| s.to_string())
+    ])
+    .map(str::to_string)
     .collect()
 }
 
@@ -555,32 +561,58 @@ fn a_second_instance_on_the_same_lake_is_fenced() {
 
 #[test]
 fn maintenance_while_the_pipeline_commits() {
-    let prefix = prefix("maintrun");
-    load(&prefix);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let mut pipeline = alluvium(small_epoch_run(&prefix, &dir.path().join("state"), &lake))
+    let lake_flags = ["--lake", lake.to_str().unwrap()];
+    maintenance_while_committing(&dir, &lake_flags, &local_config(&lake), || {
+        lake.join("catalog.db").exists()
+    });
+}
+
+/// The same in a REST catalog: `alluvium maintain` commits through the server, the
+/// pipeline's commit then fails its `assert-ref-snapshot-id` (409), reloads the table and
+/// retries on top of the maintenance snapshot.
+#[test]
+fn maintenance_while_the_pipeline_commits_in_a_rest_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = file_warehouse(dir.path());
+    let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
+    let lake_flags = catalog_flags(&warehouse, &server.url);
+    let config = LakeConfig::new(server.url.clone(), warehouse.clone());
+    maintenance_while_committing(&dir, &lake_flags, &config, || true);
+}
+
+/// Runs the sample in small epochs into the lake of `lake_flags` while `alluvium maintain`
+/// compacts and expires it over and over (once `ready`): commits must meet maintenance
+/// snapshots, retry on them, and leave exact tables, each epoch and each offset once.
+fn maintenance_while_committing(
+    dir: &tempfile::TempDir,
+    lake_flags: &[&str],
+    config: &LakeConfig,
+    ready: impl Fn() -> bool,
+) {
+    let prefix = prefix("maintrun");
+    load(&prefix);
+    let run = small_epoch_run_into(&prefix, &dir.path().join("state"), lake_flags);
+    let mut pipeline = alluvium(run)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lake_str = lake.to_str().unwrap().to_owned();
+    let mut maintain = vec![
+        "maintain",
+        "--retain-last",
+        "1",
+        "--expire-older-than-minutes",
+        "0",
+    ];
+    maintain.extend(lake_flags);
     let mut maintained = 0;
     while pipeline.try_wait().unwrap().is_none() {
-        if lake.join("catalog.db").exists() {
+        if ready() {
             // Compaction and expiry commit snapshots the pipeline's next commit must build on.
-            let out = alluvium([
-                "maintain",
-                "--lake",
-                &lake_str,
-                "--retain-last",
-                "1",
-                "--expire-older-than-minutes",
-                "0",
-            ])
-            .output()
-            .unwrap();
+            let out = alluvium(&maintain).output().unwrap();
             if out.status.success() {
                 maintained += 1;
             }
@@ -602,10 +634,9 @@ fn maintenance_while_the_pipeline_commits() {
         retried > 0,
         "no commit met a maintenance snapshot: the path was not exercised"
     );
-    let config = local_config(&lake);
-    assert_lake_matches_expected(&lake, &dir.path().join("csv"));
-    assert_bronze_exact(&config);
-    assert_each_epoch_once(&config);
+    export_matches_expected(lake_flags, &dir.path().join("csv"));
+    assert_bronze_exact(config);
+    assert_each_epoch_once(config);
 }
 
 /// The last epoch committed to a lake table, if any.
