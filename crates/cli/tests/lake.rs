@@ -1133,7 +1133,13 @@ fn a_rest_catalog_that_starts_late_is_waited_for() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let _server = common::rest_catalog_on(port, &warehouse, &dir.path().join("rustberg.log"), &[]);
+    let _server = common::rest_catalog_on(
+        port,
+        None,
+        &warehouse,
+        &dir.path().join("rustberg.log"),
+        &[],
+    );
     let out = pipeline.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -1142,4 +1148,51 @@ fn a_rest_catalog_that_starts_late_is_waited_for() {
         "the catalog was never waited for: {stderr}"
     );
     export_matches_expected(&lake_flags, &dir.path().join("csv"));
+}
+
+/// A REST catalog that goes away in the middle of a run and comes back (restarted on its
+/// own persistent catalog): the commits that meet it down fail, are retried with backoff,
+/// and go through once it answers again. The tables come out exact, each epoch once.
+#[test]
+fn a_rest_catalog_restarted_mid_run_is_retried() {
+    let prefix = prefix("restrestart");
+    load(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = file_warehouse(dir.path());
+    let catalog = dir.path().join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    let port = common::stable_free_port();
+    let log = |n: &str| dir.path().join(format!("rustberg-{n}.log"));
+    let server = common::rest_catalog_on(port, Some(&catalog), &warehouse, &log("1"), &[]);
+    let uri = server.url.clone();
+    let lake_flags = catalog_flags(&warehouse, &uri);
+    let run = small_epoch_run_into(&prefix, &dir.path().join("state"), &lake_flags);
+    let pipeline = alluvium(run)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Down once the pipeline has committed something, for two seconds.
+    let bronze = dir.path().join("warehouse");
+    for _ in 0..200 {
+        if parquet_files(&bronze) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+    std::thread::sleep(Duration::from_secs(2));
+    let _server = common::rest_catalog_on(port, Some(&catalog), &warehouse, &log("2"), &[]);
+    let out = pipeline.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pipeline failed: {stderr}");
+    assert!(
+        stderr.contains("commit failed, retrying"),
+        "no commit met the catalog down: {stderr}"
+    );
+    export_matches_expected(&lake_flags, &dir.path().join("csv"));
+    let config = LakeConfig::new(uri.clone(), warehouse.clone());
+    assert_bronze_exact(&config);
+    assert_each_epoch_once(&config);
 }

@@ -460,16 +460,26 @@ pub fn rest_catalog(warehouse: &str, log: &Path) -> Serving {
 /// `(role, secret)` (rustberg's built-in roles: `admin`, `writer`, `reader`), sent as
 /// `Authorization: Bearer <secret>`. Without keys it accepts every request.
 pub fn rest_catalog_with_keys(warehouse: &str, log: &Path, keys: &[(&str, &str)]) -> Serving {
-    rest_catalog_on(stable_free_port(), warehouse, log, keys)
+    rest_catalog_on(stable_free_port(), None, warehouse, log, keys)
 }
 
-/// [`rest_catalog_with_keys`] on a given port (of [`stable_free_port`]).
-pub fn rest_catalog_on(port: u16, warehouse: &str, log: &Path, keys: &[(&str, &str)]) -> Serving {
+/// [`rest_catalog_with_keys`] on a given port (of [`stable_free_port`]), its catalog kept in
+/// the directory `catalog` (so that a restarted server finds its tables) or in memory.
+pub fn rest_catalog_on(
+    port: u16,
+    catalog: Option<&Path>,
+    warehouse: &str,
+    log: &Path,
+    keys: &[(&str, &str)],
+) -> Serving {
+    let catalog = catalog.map_or("memory://".to_string(), |d| {
+        format!("file://{}", d.display())
+    });
     let config = log.with_extension("toml");
     // Requests are not rate-limited: a pipeline of small epochs commits a dozen tables many
     // times a second (rustberg's default would answer 429 after a burst of 200).
     let mut toml = format!(
-        "[rate_limit]\nenabled = false\n[storage]\ncatalog_url = \"memory://\"\n\
+        "[rate_limit]\nenabled = false\n[storage]\ncatalog_url = \"{catalog}\"\n\
          warehouse_location = \"{warehouse}\"\n"
     );
     if warehouse.starts_with("s3://") {
