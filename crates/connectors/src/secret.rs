@@ -62,6 +62,38 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `url` with the password of its user info, if it has one, replaced by `***`: for messages
+/// that name a connection (`postgresql://me:***@db/catalog`).
+///
+/// ```
+/// use alluvium_connectors::secret::redact_url;
+///
+/// assert_eq!(redact_url("postgresql://me:pw@db:5432/c"), "postgresql://me:***@db:5432/c");
+/// assert_eq!(redact_url("sqlite:///lake/catalog.db"), "sqlite:///lake/catalog.db");
+/// ```
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    let Some(at) = authority.rfind('@') else {
+        return url.into();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return url.into();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..start],
+        &authority[..colon],
+        &url[start + at..]
+    )
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +121,47 @@ mod tests {
         assert_eq!(json, "\"token-abc\"");
         let back: Option<Secret> = serde_json::from_str(&json).unwrap_or(None);
         assert_eq!(back, config.catalog_token);
+    }
+
+    #[test]
+    fn urls_lose_their_passwords_only() {
+        for (url, shown) in [
+            (
+                "postgresql://me:s3cr3t@db:5432/cat",
+                "postgresql://me:***@db:5432/cat",
+            ),
+            (
+                "postgresql://me:p@ss@db/cat?sslmode=require",
+                "postgresql://me:***@db/cat?sslmode=require",
+            ),
+            ("postgresql://me@db/cat", "postgresql://me@db/cat"),
+            ("postgresql://db/cat?user=me", "postgresql://db/cat?user=me"),
+            (
+                "sqlite:///tmp/lake/catalog.db?mode=rwc",
+                "sqlite:///tmp/lake/catalog.db?mode=rwc",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    /// A catalog database that cannot be opened is named in the error without its password.
+    #[test]
+    fn catalog_errors_print_no_password() {
+        let config = LakeConfig::new(
+            "postgresql://alluvium:hunter2@127.0.0.1:no-port/catalog",
+            "file:///tmp/alluvium-no-such-lake",
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let error = match rt.block_on(config.open_catalog()) {
+            Ok(_) => panic!("a catalog on no port was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("alluvium:***@127.0.0.1:no-port"), "{error}");
     }
 }

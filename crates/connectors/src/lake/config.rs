@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::CatalogWriter;
 use super::rest::RestWriter;
 use super::LakeError;
-use crate::secret::Secret;
+use crate::secret::{redact_url, Secret};
 
 /// S3-compatible object storage settings (used when the warehouse is `s3://…`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +198,10 @@ impl LakeConfig {
                 .await
                 .map_err(|e| {
                     LakeError::iceberg(
-                        format!("opening the REST catalog at {}", self.catalog_uri),
+                        format!(
+                            "opening the REST catalog at {}",
+                            redact_url(&self.catalog_uri)
+                        ),
                         e,
                     )
                 })?;
@@ -219,7 +222,10 @@ impl LakeConfig {
             .await
             .map(|c| Arc::new(c) as Arc<dyn Catalog>)
             .map_err(|e| {
-                LakeError::iceberg(format!("opening the catalog at {}", self.catalog_uri), e)
+                LakeError::iceberg(
+                    format!("opening the catalog at {}", redact_url(&self.catalog_uri)),
+                    e,
+                )
             })
     }
 
@@ -247,7 +253,10 @@ impl LakeConfig {
             .await
             .map_err(|source| LakeError::Catalog {
                 source: Box::new(source),
-                context: format!("connecting to the catalog database {}", self.catalog_uri),
+                context: format!(
+                    "connecting to the catalog database {}",
+                    redact_url(&self.catalog_uri)
+                ),
             })
     }
 }
