@@ -22,6 +22,14 @@ use common::{
     sorted_csv, unique,
 };
 
+/// The sample loaded into topics of a fresh prefix named after `name`, and a directory for
+/// the test's state and lake.
+fn loaded(name: &str) -> (String, tempfile::TempDir) {
+    let prefix = prefix(name);
+    load(&prefix);
+    (prefix, tempfile::tempdir().unwrap())
+}
+
 fn prefix(name: &str) -> String {
     format!("{}-", unique(name))
 }
@@ -188,9 +196,7 @@ fn local_config(dir: &Path) -> LakeConfig {
 
 #[test]
 fn sample_into_local_and_s3_lakes_reads_back_exactly() {
-    let prefix = prefix("lake");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("lake");
     let lake = dir.path().join("lake");
     let url = fresh_database(&unique("lake").to_lowercase());
     ok([
@@ -363,9 +369,7 @@ fn sample_into_local_and_s3_lakes_reads_back_exactly() {
 
 #[test]
 fn killed_pipeline_leaves_an_exact_lake_and_warehouse() {
-    let prefix = prefix("lakekill");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("lakekill");
     let lake = dir.path().join("lake");
     let url = fresh_database(&unique("lakekill").to_lowercase());
     let state = dir.path().join("state");
@@ -519,9 +523,7 @@ fn small_epoch_run_into(prefix: &str, state: &Path, lake_flags: &[&str]) -> Vec<
 
 #[test]
 fn a_second_instance_on_the_same_lake_is_fenced() {
-    let prefix = prefix("fence");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("fence");
     let lake = dir.path().join("lake");
     // Two instances of the same pipeline, started together on the same lake.
     let spawn = |state: &str| {
@@ -652,9 +654,7 @@ fn lake_epoch(config: &LakeConfig, def: &alluvium_connectors::lake::TableDef) ->
 
 #[test]
 fn aimed_crashes_between_the_lake_and_the_warehouse_and_during_file_writes() {
-    let prefix = prefix("lakeaim");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("lakeaim");
     let lake = dir.path().join("lake");
     let url = fresh_database(&unique("lakeaim").to_lowercase());
     let state = dir.path().join("state");
@@ -852,9 +852,7 @@ fn later_claim_fences_in(config: &LakeConfig) {
 /// restarted pipeline finds its epochs and changes nothing.
 #[test]
 fn sample_through_a_rest_catalog_reads_back_exactly() {
-    let prefix = prefix("rest");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("rest");
     let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
     let lake_flags = catalog_flags(warehouse.as_str(), server.url.as_str());
@@ -989,9 +987,7 @@ fn a_later_claim_fences_the_earlier_committer_in_a_rest_catalog() {
 fn a_rest_catalog_with_api_keys_admits_only_a_writer() {
     const WRITER: &str = "rb_alluvium_writer_0123456789";
     const READER: &str = "rb_alluvium_reader_0123456789";
-    let prefix = prefix("restauth");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("restauth");
     let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog_with_keys(
         &warehouse,
@@ -1076,18 +1072,16 @@ fn parquet_files(dir: &Path) -> usize {
 }
 
 /// Lost answers: a commit the REST catalog applied but whose answer never reached the
-/// pipeline (every third transaction's connection is closed after the server answered) is
+/// pipeline (every third transaction's connection is closed once the server has it) is
 /// recognised on retry — the table already holds that epoch with those positions — and not
 /// applied twice, nor taken for another instance's commit. The tables come out exact, each
 /// epoch once, each offset once.
 #[test]
 fn a_rest_commit_whose_answer_is_lost_counts_once() {
-    let prefix = prefix("restlost");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("restlost");
     let warehouse = file_warehouse(dir.path());
     let server = common::rest_catalog(&warehouse, &dir.path().join("rustberg.log"));
-    let proxy = common::lossy_proxy(&server.url, "/transactions/commit", 3);
+    let proxy = common::lossy_tcp_proxy(&server.url, b"/transactions/commit", 3);
     let lake_flags = catalog_flags(warehouse.as_str(), proxy.url.as_str());
     run_into_lake(
         &prefix,
@@ -1109,9 +1103,7 @@ fn a_rest_commit_whose_answer_is_lost_counts_once() {
 /// goes on once the catalog answers, with exact tables.
 #[test]
 fn a_rest_catalog_that_starts_late_is_waited_for() {
-    let prefix = prefix("restlate");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("restlate");
     let warehouse = file_warehouse(dir.path());
     let port = common::stable_free_port();
     let uri = format!("http://127.0.0.1:{port}");
@@ -1155,9 +1147,7 @@ fn a_rest_catalog_that_starts_late_is_waited_for() {
 /// and go through once it answers again. The tables come out exact, each epoch once.
 #[test]
 fn a_rest_catalog_restarted_mid_run_is_retried() {
-    let prefix = prefix("restrestart");
-    load(&prefix);
-    let dir = tempfile::tempdir().unwrap();
+    let (prefix, dir) = loaded("restrestart");
     let warehouse = file_warehouse(dir.path());
     let catalog = dir.path().join("catalog");
     std::fs::create_dir_all(&catalog).unwrap();

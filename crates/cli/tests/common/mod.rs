@@ -610,142 +610,31 @@ pub fn later_claim_fences_the_earlier<D, S: alluvium_engine::Sink<D>>(
     error
 }
 
-/// An HTTP/1.1 proxy in front of `upstream` (`http://host:port`) that loses answers: every
-/// `every`-th request whose request line contains `matching` is forwarded and answered by
-/// the server, but the client's connection is then closed without the answer — what a
-/// timeout or a dropped connection after the server acted looks like to the client. Keeps
-/// serving until the test process ends. `url` is its base URL; `lost` counts lost answers.
+/// A proxy that loses answers (see [`lossy_tcp_proxy`]): `url` is its address, `lost`
+/// counts the cut connections.
 pub struct LossyProxy {
     pub url: String,
     pub lost: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-pub fn lossy_proxy(upstream: &str, matching: &'static str, every: usize) -> LossyProxy {
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let upstream = upstream.trim_start_matches("http://").to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let lost = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = lost.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let (upstream, lost, seen) = (upstream.clone(), counter.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    return;
-                };
-                let mut from_client = std::io::BufReader::new(client.try_clone().unwrap());
-                let mut from_server = std::io::BufReader::new(server.try_clone().unwrap());
-                let (mut client, mut server) = (client, server);
-                while let Some((head, body)) = read_http_message(&mut from_client, true) {
-                    let request_line = String::from_utf8_lossy(&head)
-                        .lines()
-                        .next()
-                        .map(str::to_owned);
-                    if std::io::Write::write_all(&mut server, &head).is_err()
-                        || std::io::Write::write_all(&mut server, &body).is_err()
-                    {
-                        return;
-                    }
-                    // The answer to a HEAD has no body, whatever its length says.
-                    let head_request = request_line
-                        .as_deref()
-                        .is_some_and(|l| l.starts_with("HEAD "));
-                    let Some((head, body)) = read_http_message(&mut from_server, !head_request)
-                    else {
-                        return;
-                    };
-                    let hit = request_line.is_some_and(|l| l.contains(matching))
-                        && (seen.fetch_add(1, Ordering::SeqCst) + 1) % every == 0;
-                    if hit {
-                        lost.fetch_add(1, Ordering::SeqCst);
-                        let _ = client.shutdown(std::net::Shutdown::Both);
-                        return;
-                    }
-                    if std::io::Write::write_all(&mut client, &head).is_err()
-                        || std::io::Write::write_all(&mut client, &body).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    LossyProxy { url, lost }
-}
-
-/// One HTTP/1.1 message (head, body) from `r`: without `with_body` (a request without one,
-/// the answer to a HEAD) no body; else by `Content-Length`, chunked (kept chunked), or — an
-/// answer with neither — none for 1xx/204/304, else to the end.
-fn read_http_message(r: &mut impl std::io::BufRead, with_body: bool) -> Option<(Vec<u8>, Vec<u8>)> {
-    let mut head = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line).ok()? == 0 {
-            return None;
-        }
-        head.extend_from_slice(&line);
-        if line == b"\r\n" {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let header = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-    };
-    let mut body = Vec::new();
-    if !with_body {
-        return Some((head, body));
-    }
-    if let Some(n) = header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(n, 0);
-        r.read_exact(&mut body).ok()?;
-    } else if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            let mut size_line = Vec::new();
-            r.read_until(b'\n', &mut size_line).ok()?;
-            body.extend_from_slice(&size_line);
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&size_line)
-                    .trim()
-                    .split(';')
-                    .next()?,
-                16,
-            )
-            .ok()?;
-            let mut chunk = vec![0; size + 2];
-            r.read_exact(&mut chunk).ok()?;
-            body.extend_from_slice(&chunk);
-            if size == 0 {
-                break;
-            }
-        }
-    } else if text.starts_with("http/") {
-        let status = text.split_whitespace().nth(1).unwrap_or("");
-        if !(status.starts_with('1') || status == "204" || status == "304") {
-            r.read_to_end(&mut body).ok()?;
-        }
-    }
-    Some((head, body))
-}
-
-/// A TCP proxy in front of `upstream` (`host:port`) that loses answers at the byte level:
-/// every `every`-th time the client sends `pattern` (e.g. PostgreSQL's simple query
-/// `COMMIT`), it is forwarded to the server, nothing more goes back to the client, and its
-/// connection is closed a moment later — the server acted, the client never hears of it.
-/// `url` is `host:port`; `lost` counts the cut connections.
+/// A TCP proxy in front of `upstream` (`host:port`, or `http://host:port`) that loses
+/// answers: every `every`-th time the client sends `pattern` (PostgreSQL's simple query
+/// `COMMIT`, an HTTP request line's path), it is forwarded to the server, nothing more goes
+/// back to the client, and its connection is closed a moment later — the server acted, the
+/// client never hears of it. `url` is `host:port` (`http://host:port` for an HTTP upstream).
 pub fn lossy_tcp_proxy(upstream: &str, pattern: &'static [u8], every: usize) -> LossyProxy {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let upstream = upstream.to_string();
+    let scheme = if upstream.starts_with("http://") {
+        "http://"
+    } else {
+        ""
+    };
+    let upstream = upstream.trim_start_matches("http://").to_string();
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
-    let url = listener.local_addr().unwrap().to_string();
+    let url = format!("{scheme}{}", listener.local_addr().unwrap());
     let lost = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = lost.clone();
