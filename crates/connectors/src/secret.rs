@@ -63,7 +63,9 @@ impl fmt::Display for Secret {
 }
 
 /// `url` with the password of its user info, if it has one, replaced by `***`: for messages
-/// that name a connection (`postgresql://me:***@db/catalog`).
+/// that name a connection (`postgresql://me:***@db/catalog`). Done on the text rather than
+/// through `url::Url`, which would re-encode the rest and give up on a URL it cannot parse —
+/// exactly the one a failing connection is likely to name.
 ///
 /// ```
 /// use alluvium_connectors::secret::redact_url;
